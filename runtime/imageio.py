@@ -1,0 +1,87 @@
+"""Reading and writing still images, with one clear error for anything unreadable."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def read_image(path: str | os.PathLike, colour: bool = True) -> np.ndarray:
+    """Read an image file as uint8.
+
+    Returns BGR (H, W, 3) when ``colour`` (grey files become 3 equal channels, as
+    ``cv2.imread`` does), else grey (H, W). 16-bit PNG/TIFF are scaled to 8 bits
+    (value * 255 / 65535, rounded); float TIFFs are taken as [0, 1].
+    Raises ImageReadError for a missing, empty, corrupt or unsupported file.
+    """
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(f"image not found: {p}")
+    if p.stat().st_size == 0:
+        raise ImageReadError(f"image file is empty: {p}")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"cannot decode image (corrupt or unsupported format): {p}")
+    img = _to_uint8(img, p)
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if colour:
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        return np.ascontiguousarray(img)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return img
+
+
+def _to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return np.floor(img.astype(np.float64) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    if img.dtype in (np.float32, np.float64):
+        return np.clip(np.floor(img * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    raise ImageReadError(f"unsupported pixel type {img.dtype} in {path}")
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write a uint8 grey or BGR image atomically (temp file + rename)."""
+    import cv2
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(p.suffix or ".png", img)
+    if not ok:
+        raise ImageReadError(f"cannot encode image as {p.suffix}: {p}")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.tobytes())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder``, sorted naturally (frame 2 before frame 10)."""
+    d = Path(folder)
+    files = [f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=natural_key)
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key that orders embedded numbers numerically."""
+    import re
+
+    parts = re.split(r"(\d+)", path.stem)
+    return tuple(int(t) if t.isdigit() else t.lower() for t in parts) + (path.suffix.lower(),)
