@@ -1,0 +1,18 @@
+"""rfbench: quality, latency and training-speed benchmarks."""
+from __future__ import annotations
+
+import click
+
+from refusion.runtime.clitools import LazyGroup
+
+# Each subcommand lives in its own module, imported only when it is run.
+SUBCOMMANDS = {
+    "quality": "refusion.benchmarks.quality_cli:quality",
+    "latency": "refusion.benchmarks.latency_cli:latency",
+    "train": "refusion.benchmarks.train_cli:train_speed",
+}
+
+
+@click.group(cls=LazyGroup, lazy=SUBCOMMANDS)
+def main() -> None:
+    """Measure fusion quality, inference latency and training speed."""

@@ -1,0 +1,58 @@
+"""Helpers shared by the click entry points (rftrain, rfexport, rfrun, rfbench).
+
+Library code raises RefusionError; entry points turn it into one clear message
+and exit code 1 (click's usage errors exit 2). Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from typing import Any, Callable
+
+import click
+
+from .errors import RefusionError
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn RefusionError (and Ctrl-C) into a one-line message and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RefusionError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise SystemExit(130) from None
+
+    return wrapper
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """Configure logging; only entry points call this."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in modules imported only when used.
+
+    ``lazy`` maps a command name to "module:attribute", so ``--help`` needs none of
+    the heavy optional dependencies.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
