@@ -54,5 +54,17 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module, attr = self.lazy[name].split(":")
-            return getattr(importlib.import_module(module), attr)
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                return _unavailable(name, exc)
         return super().get_command(ctx, name)
+
+
+def _unavailable(name: str, exc: ImportError) -> click.Command:
+    """A stand-in subcommand that explains why the real one cannot be imported."""
+
+    def fail() -> None:
+        raise click.ClickException(f"'{name}' is unavailable in this installation: {exc}")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {exc})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

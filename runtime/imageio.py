@@ -80,8 +80,13 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def natural_key(path: Path) -> tuple:
-    """Sort key that orders embedded numbers numerically."""
+    """Sort key that orders embedded numbers numerically ("2" before "10").
+
+    Every part is a (kind, number, text) triple so that names mixing digits and
+    letters at different positions still compare.
+    """
     import re
 
-    parts = re.split(r"(\d+)", path.stem)
-    return tuple(int(t) if t.isdigit() else t.lower() for t in parts) + (path.suffix.lower(),)
+    parts = [t for t in re.split(r"(\d+)", path.stem) if t]
+    key = tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in parts)
+    return key + ((2, 0, path.suffix.lower()),)

@@ -46,3 +46,13 @@ def test_natural_order(tmp_path):
     for n in ("10", "2", "1"):
         cv2.imwrite(str(tmp_path / f"{n}.png"), np.zeros((2, 2), np.uint8))
     assert [p.stem for p in list_images(tmp_path)] == ["1", "2", "10"]
+
+
+def test_natural_order_mixed_names(tmp_path):
+    names = ["ICCV_03.png", "ICCV_1.png", "Arch.png", "7.png", "a10b.png", "a2b.png", "10x.jpg"]
+    for n in names:
+        cv2.imwrite(str(tmp_path / n), np.zeros((2, 2), np.uint8))
+    got = [p.name for p in list_images(tmp_path)]
+    assert got[:2] == ["7.png", "10x.jpg"]
+    assert got.index("a2b.png") < got.index("a10b.png")
+    assert got.index("ICCV_1.png") < got.index("ICCV_03.png")

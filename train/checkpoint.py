@@ -18,20 +18,12 @@ from typing import Any
 import torch
 
 from refusion.runtime.errors import CheckpointError
+from refusion.runtime.tasks import TASK_SOURCES, TASKS  # noqa: F401  (re-exported)
 
 from .networks import FusionConfig, FusionNet
 
 FORMAT_TAG = "refusion-checkpoint"
 FORMAT_VERSION = 1
-TASKS = ("ivif", "mif", "mfif", "meif")
-
-#: Source roles in network order, per task (source a first).
-TASK_SOURCES: dict[str, tuple[str, str]] = {
-    "ivif": ("ir", "vis"),
-    "mif": ("a", "b"),  # a = CT/PET/SPECT, b = MRI
-    "mfif": ("near", "far"),
-    "meif": ("under", "over"),
-}
 
 # Authors' key prefixes -> ours (applied in order, first match wins per rule list).
 _AUTHOR_RENAMES: list[tuple[str, str]] = [
