@@ -39,13 +39,14 @@ class ChannelNorm(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
+        self.channels = ch  # a Python int, so ONNX tracing keeps normalized_shape constant
         self.weight = nn.Parameter(torch.ones(ch))
         self.bias = nn.Parameter(torch.zeros(ch))
 
     def forward(self, x: Tensor) -> Tensor:
         # Contiguous copies keep float32 results within 1e-6 of the authors' code; the
         # strided views change the conv kernels' summation order enough to drift ~2e-5.
-        y = F.layer_norm(x.permute(0, 2, 3, 1).contiguous(), (x.shape[1],), self.weight, self.bias, 1e-5)
+        y = F.layer_norm(x.permute(0, 2, 3, 1).contiguous(), (self.channels,), self.weight, self.bias, 1e-5)
         return y.permute(0, 3, 1, 2).contiguous()
 
 

@@ -1,0 +1,80 @@
+"""``rfexport MODEL``: ONNX files, then the TensorRT engine where this machine can build it, then Triton.
+
+Where TensorRT or a GPU is missing the ONNX files are still written, and the
+report says which command builds the engine on the target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from refusion.runtime.errors import EngineError
+
+from .onnx_export import ExportConfig, ExportResult, export_model
+from .tensorrt_build import EngineConfig, EngineResult, build_command, build_engine, probe_gpu
+
+Reporter = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorkflowConfig:
+    export: ExportConfig
+    engine: bool | None = None  # None: build when a GPU and TensorRT are present; True: must build
+    engine_template: EngineConfig = EngineConfig(onnx=Path("."))  # sizes/flags; onnx and out are filled in
+    triton_repo: Path | None = None
+
+
+@dataclass
+class WorkflowResult:
+    onnx: ExportResult
+    engine: EngineResult | None = None
+    engine_hint: str = ""  # the command to run on the target when no engine was built
+    triton: list[Path] = field(default_factory=list)
+
+
+def _tensorrt_available() -> str:
+    """'' when the full TensorRT (with Builder) is importable, else why not. Constructs nothing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed"
+    return ""
+
+
+def run_export(config: WorkflowConfig, report: Reporter | None = None) -> WorkflowResult:
+    say = report or (lambda _m: None)
+    onnx = export_model(config.export, say)
+    result = WorkflowResult(onnx=onnx)
+    precision = "fp16" if config.export.fp16 else "fp32"
+    target = onnx.files.get(f"colour.{precision}") or onnx.files.get(f"core.{precision}")
+    if target is not None and config.engine is not False:
+        ecfg = replace(config.engine_template, onnx=target, out=target.parent, overwrite=config.export.overwrite)
+        why = ""
+        gpu = probe_gpu()
+        if gpu.count == 0:
+            why = f"no usable NVIDIA GPU ({gpu.why_not})"
+        else:
+            why = _tensorrt_available()
+        if why:
+            result.engine_hint = build_command(target, ecfg)
+            if config.engine:
+                raise EngineError(f"cannot build the TensorRT engine here: {why}; on the target run: {result.engine_hint}")
+            say(f"no TensorRT engine built here ({why}); on the target machine run: {result.engine_hint}")
+        else:
+            result.engine = build_engine(ecfg, say)
+    if config.triton_repo is not None:
+        from .triton import write_triton_repo
+
+        card_json = onnx.card.to_json() if onnx.card else ""
+        if result.engine is not None:
+            graph = "colour" if ".colour." in result.engine.plan.name else "core"
+            result.triton.append(
+                write_triton_repo(config.triton_repo, result.engine.plan, graph, card_json, overwrite=config.export.overwrite)
+            )
+        if target is not None:
+            graph = "colour" if ".colour." in target.name else "core"
+            result.triton.append(write_triton_repo(config.triton_repo, target, graph, card_json, overwrite=config.export.overwrite))
+        for folder in result.triton:
+            say(f"Triton model: {folder}")
+    return result
