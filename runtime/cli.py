@@ -1,0 +1,223 @@
+"""``rfrun``: fuse two live or recorded streams in real time; ``rfrun calibrate`` for the homography.
+
+Thin layer: options -> :class:`~refusion.runtime.pipeline.RunConfig` ->
+:func:`~refusion.runtime.pipeline.run`. Bad input ends with one message and exit
+code 1 (usage errors 2, Ctrl-C 130).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .backends import BACKENDS
+from .clitools import friendly_errors, setup_logging
+from .pipeline import NORMALISATIONS, Reporter, RunConfig, run
+
+DEMO_OUT = Path("rfrun-demo.mp4")
+
+
+class SizeType(click.ParamType):
+    """``WxH`` (e.g. 640x480) -> (W, H)."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            w, h = (int(v) for v in str(value).lower().split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 640x480 (width x height)", param, ctx)
+        if w < 1 or h < 1:
+            self.fail(f"{value!r}: width and height must be positive", param, ctx)
+        return (w, h)
+
+
+SIZE = SizeType()
+
+
+class TqdmReporter(Reporter):
+    """Progress bar and messages on stderr."""
+
+    def __init__(self, quiet: bool = False, verbose: int = 0) -> None:
+        self.quiet, self.verbose = quiet, verbose
+        self.bar = None
+
+    def start(self, total, description):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="frame", desc=description, file=sys.stderr, disable=self.quiet,
+                        dynamic_ncols=True, leave=True)
+
+    def frame(self, count, text):
+        if self.bar is not None:
+            self.bar.update(1)
+            if count % 5 == 1:
+                self.bar.set_postfix_str(text.strip(), refresh=False)
+
+    def _echo(self, text: str) -> None:
+        if self.bar is not None and not self.quiet:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def info(self, text):
+        if not self.quiet:
+            self._echo(text)
+
+    def warn(self, text):
+        self._echo(f"warning: {text}")
+
+    def finish(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+_SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline"
+
+
+@click.group(
+    invoke_without_command=True,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--a", "--ir", "--near", "--under", "--func", "a", metavar="SOURCE",
+              help=f"{_SOURCE_HELP_A}. Task aliases: --ir (IVIF), --near (MFIF), --under (MEIF), "
+                   "--func (MIF: CT/PET/SPECT).")
+@click.option("--b", "--vis", "--far", "--over", "--mri", "b", metavar="SOURCE",
+              help="source b, same forms. Task aliases: --vis, --far, --over, --mri.")
+@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="colour ONNX (<stem>.colour.onnx) or TensorRT plan; default: the bundled IVIF model.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: TensorRT for a .plan; for ONNX the CUDA provider when it really runs, else CPU.")
+@click.option("--trust-engine-code", is_flag=True,
+              help="allow a version-compatible TensorRT plan to run the host code stored inside it. "
+                   "Only for plans from a source you trust.")
+@click.option("-o", "--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="output: video (.mp4/.avi/...), image folder (no suffix), or one image for a still pair. "
+                   "Repeatable.")
+@click.option("--show", is_flag=True, help="show the fused stream in a window (q or Esc stops).")
+@click.option("--side-by-side", is_flag=True, help="show/write a | b | fused instead of the fused frame alone.")
+@click.option("--overlay", is_flag=True, help="draw FPS and latency on shown and written frames.")
+@click.option("--norm", "normalisation", type=click.Choice(NORMALISATIONS), default="auto", show_default=True,
+              help="output normalisation: minmax per frame (still images), ema smoothed (video, cameras), none.")
+@click.option("--ema-alpha", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="EMA smoothing factor (default: the model card's, 0.9).")
+@click.option("--size", type=SIZE, default=None,
+              help="resize both sources to WxH (with --demo: the demo frame size, default 320x240).")
+@click.option("--homography", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON from `rfrun calibrate`: warps b onto a.")
+@click.option("--no-resize", is_flag=True, help="sources of different sizes are an error instead of resizing b.")
+@click.option("--max-skew-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="live sources: most capture-time difference within a fused pair.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after N fused frames.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="output video frame rate (default: the source's, else 25).")
+@click.option("--overwrite", is_flag=True, help="replace existing outputs.")
+@click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the run summary (frames, drops, per-stage p50/p95/p99) as JSON.")
+@click.option("--demo", is_flag=True,
+              help=f"fuse a built-in procedural IR/visible sequence (no data, CPU is enough); writes {DEMO_OUT}.")
+@click.option("--frames", type=click.IntRange(min=1), default=60, show_default=True, help="--demo: number of frames.")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
+@click.option("-v", "--verbose", count=True, help="more log output.")
+@click.pass_context
+@friendly_errors
+def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_side, overlay, normalisation,
+        ema_alpha, size, homography, no_resize, max_skew_ms, max_frames, fps, overwrite, stats_json, demo,
+        frames, quiet, verbose):
+    """Fuse two image streams (infrared + visible, ...) in real time with a ReFusion model.
+
+    \b
+    Examples:
+      rfrun --demo
+      rfrun --ir cam0 --vis cam1 --show --homography ir2vis.json
+      rfrun --ir ir.mp4 --vis vis.mp4 -m ivif.colour.onnx -o fused.mp4
+      rfrun --ir data/ir --vis data/vis -o fused/            (folders paired by file name)
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    setup_logging(verbose)
+    _quiet_opencv()
+    if demo:
+        from .demo import DEFAULT_SIZE, demo_spec
+
+        if a or b:
+            raise click.UsageError("--demo makes its own sources; drop --a/--b")
+        demo_size = size or DEFAULT_SIZE
+        a, b = demo_spec("ir", frames, demo_size), demo_spec("vis", frames, demo_size)
+        size = None
+        outputs = outputs or (() if show else (DEMO_OUT,))
+    elif not a or not b:
+        raise click.UsageError("give both sources (--a/--ir ... and --b/--vis ...), or try --demo")
+    if not outputs and not show:
+        raise click.UsageError("nothing to do: give --out and/or --show")
+    config = RunConfig(
+        a=a, b=b, model=model, backend=backend, trust_engine_code=trust_engine_code, outputs=tuple(outputs),
+        show=show, view="side-by-side" if side_by_side else "fused", overlay=overlay,
+        normalisation=normalisation, ema_alpha=ema_alpha, size=size, homography=homography,
+        no_resize=no_resize, max_skew_ms=max_skew_ms, max_frames=max_frames, fps=fps, overwrite=overwrite,
+        stats_json=stats_json,
+    )
+    summary = run(config, TqdmReporter(quiet, verbose))
+    click.echo(summary.format())
+    if stats_json:
+        click.echo(f"wrote {stats_json}")
+    if summary.stopped_by == "interrupt":
+        click.echo("interrupted: outputs hold the frames fused so far", err=True)
+        ctx.exit(130)
+
+
+@cli.command()
+@click.option("--points", type=click.Path(dir_okay=False, path_type=Path),
+              help="point pairs: JSON {\"a\": [[x, y], ...], \"b\": [[x, y], ...]} or CSV xa,ya,xb,yb.")
+@click.option("--checkerboard", nargs=2, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="IMAGE_A IMAGE_B", help="one image of a checkerboard from each camera.")
+@click.option("--pattern", type=SIZE, default="9x6", show_default=True,
+              help="checkerboard inner corners, columns x rows.")
+@click.option("--size-a", type=SIZE, help="--points: frame size of camera a (WxH), recorded so it can be rescaled.")
+@click.option("--size-b", type=SIZE, help="--points: frame size of camera b (WxH).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="homography JSON to write (use it with rfrun --homography).")
+@click.option("--overwrite", is_flag=True, help="replace an existing file.")
+@friendly_errors
+def calibrate(points, checkerboard, pattern, size_a, size_b, out, overwrite):
+    """Estimate the homography that maps camera b's pixels onto camera a's."""
+    from . import align
+    from .imageio import read_image
+
+    if bool(points) == bool(checkerboard):
+        raise click.UsageError("give either --points FILE or --checkerboard IMAGE_A IMAGE_B")
+    if points:
+        pa, pb = align.read_point_pairs(points)
+        h = align.estimate_homography(pa, pb, size_a, size_b, method=f"points ({points.name})")
+    else:
+        h = align.calibrate_checkerboard(read_image(checkerboard[0]), read_image(checkerboard[1]), pattern)
+    align.save_homography(out, h, overwrite=overwrite)
+    click.echo(f"homography b -> a from {h.points} points, RMS error {h.rms_px:.3f} px ({h.method})")
+    click.echo(f"wrote {out}")
+
+
+def _quiet_opencv() -> None:
+    """Keep OpenCV's own warnings (e.g. a missing camera) off the console; we report errors ourselves."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
+        pass
+
+
+def main() -> None:
+    """Console-script entry point ``rfrun``."""
+    # FFmpeg's own log lines can echo stream URLs (with credentials); we report errors ourselves.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cli(prog_name="rfrun")
+
+
+if __name__ == "__main__":
+    main()

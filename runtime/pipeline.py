@@ -1,0 +1,341 @@
+"""The real-time pipeline: source a, source b -> pair -> align -> backend -> sinks, each stage timed.
+
+:func:`run` is the library entry point (``rfrun`` and the latency benchmark call it).
+:class:`Fuser` is the per-frame core for callers that bring their own frames: it
+feeds the output-normalisation state through the colour graph as the export
+contract says (``minmax``: alpha 0 every frame; ``ema``: alpha 0 on the first frame,
+then the smoothing factor with the previous ``norm_state_out``; ``none``: (0, 1, 1)).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .align import AlignConfig, Aligner
+from .backends import Backend, open_backend
+from .errors import EngineError
+from .sinks import FolderSink, ImageSink, OutputError, Sink, VideoSink, WindowSink, compose, output_kind
+from .sources import (
+    RECONNECT_DELAYS,
+    STALL_TIMEOUT_S,
+    ImageSequenceSource,
+    Pairer,
+    Source,
+    open_source,
+    pair_by_name,
+)
+from .stats import STAGES, FpsMeter, RunSummary, StageTimes, write_json
+
+log = logging.getLogger(__name__)
+
+NORMALISATIONS = ("auto", "minmax", "ema", "none")
+DEFAULT_EMA_ALPHA = 0.9
+#: The bundled model (our own IVIF model); ``rfrun --demo`` and runs without --model use it.
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "ivif.colour.onnx"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """``model`` as given, or the bundled default; EngineError when that is missing."""
+    if model is not None:
+        return Path(model)
+    if not DEFAULT_MODEL.is_file():
+        raise EngineError(
+            f"the bundled default model {DEFAULT_MODEL.name} is missing from this install ({MODELS_DIR}); "
+            "pass --model MODEL.colour.onnx (rfexport writes one from a checkpoint)"
+        )
+    return DEFAULT_MODEL
+
+
+class Fuser:
+    """Fuses pairs through a backend, carrying the output-normalisation state between frames.
+
+    normalisation: "minmax" (per frame, the authors' stills), "ema" (min/max smoothed over
+    frames with factor ``alpha``; for video) or "none" (sigmoid output x255).
+    """
+
+    def __init__(self, backend: Backend, normalisation: str = "ema", alpha: float = DEFAULT_EMA_ALPHA) -> None:
+        if normalisation not in ("minmax", "ema", "none"):
+            raise ValueError(f"normalisation must be minmax, ema or none, not {normalisation!r}")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"the EMA smoothing factor must be in [0, 1), got {alpha}")
+        self.backend = backend
+        self.normalisation = normalisation
+        self.alpha = float(alpha)
+        self.state = np.zeros(3, np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the smoothed range (the next frame is normalised on its own)."""
+        self.state = np.array([0.0, 1.0, 1.0] if self.normalisation == "none" else [0.0, 0.0, 0.0], np.float32)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, copy: bool = True) -> np.ndarray:
+        """a, b: uint8 (H, W, 3) BGR, same size -> fused uint8 (H, W, 3) BGR.
+
+        ``copy=False`` returns the backend's buffer, valid until the next call.
+        """
+        fused, state_out = self.backend.infer(a, b, self.state)
+        if self.normalisation == "ema":
+            self.state = np.array([state_out[0], state_out[1], self.alpha], np.float32)
+        return fused.copy() if copy else fused
+
+
+class Reporter:
+    """Receives progress and messages from :func:`run`; the default logs warnings only."""
+
+    def start(self, total: int | None, description: str) -> None:
+        """The run starts; ``total`` frames when known."""
+
+    def frame(self, count: int, text: str) -> None:
+        """``count`` frames done; ``text`` is the overlay line (FPS, latency)."""
+
+    def info(self, text: str) -> None:
+        log.info(text)
+
+    def warn(self, text: str) -> None:
+        log.warning(text)
+
+    def finish(self) -> None:
+        """The loop ended (before the summary)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; the CLI builds it from options."""
+
+    a: str  # source a (e.g. IR): camN, video, folder, glob, URL, GStreamer string, demo:ir
+    b: str  # source b (e.g. visible)
+    model: Path | None = None  # colour ONNX or TensorRT plan; None = the bundled default
+    backend: str = "auto"  # auto, tensorrt, ort, ort-cuda, ort-cpu
+    trust_engine_code: bool = False  # allow host code in version-compatible TensorRT plans
+    outputs: tuple[Path, ...] = ()  # video file(s), image folder(s), or one image for a still pair
+    show: bool = False  # an OpenCV window (q / Esc stops)
+    view: str = "fused"  # "fused" or "side-by-side" (a | b | fused) for window and video
+    overlay: bool = False  # FPS / latency text on shown and written frames
+    normalisation: str = "auto"  # auto: minmax for still images, ema for video, cameras and video output
+    ema_alpha: float | None = None  # None: the model card's, else 0.9
+    size: tuple[int, int] | None = None  # (W, H) to resize both sources to
+    homography: Path | None = None  # JSON from `rfrun calibrate`, warps b onto a
+    no_resize: bool = False  # sources of different sizes are an error instead of a resize
+    max_skew_ms: float = 50.0  # live pairs further apart in capture time are not fused
+    max_frames: int | None = None  # stop after this many fused frames
+    fps: float | None = None  # output video frame rate; None = the source's, else 25
+    overwrite: bool = False  # replace existing outputs
+    stats_json: Path | None = None  # write the summary as JSON here
+    reconnect_delays: tuple[float, ...] = RECONNECT_DELAYS  # back-off of a live source that drops out
+    stall_timeout_s: float = STALL_TIMEOUT_S  # a live source silent this long is an error
+
+
+@dataclass
+class _RunState:
+    frames: int = 0
+    skipped: int = 0
+    stopped_by: str = "end"
+    size: list[int] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _make_sinks(config: RunConfig) -> list[Sink]:
+    sinks: list[Sink] = []
+    for out in config.outputs:
+        kind = output_kind(out)
+        if kind == "video":
+            sinks.append(VideoSink(out, fps=config.fps or 25.0, overwrite=config.overwrite))
+        elif kind == "image":
+            sinks.append(ImageSink(out, overwrite=config.overwrite))
+        else:
+            sinks.append(FolderSink(out, overwrite=config.overwrite))
+    if config.show:
+        sinks.append(WindowSink())
+    return sinks
+
+
+def _choose_normalisation(config: RunConfig, a: Source, b: Source, card: dict) -> tuple[str, float]:
+    alpha = config.ema_alpha if config.ema_alpha is not None else float(card.get("ema_alpha", DEFAULT_EMA_ALPHA))
+    if config.normalisation != "auto":
+        return config.normalisation, alpha
+    stills = all(isinstance(s, ImageSequenceSource) for s in (a, b))
+    video_out = config.show or any(output_kind(o) == "video" for o in config.outputs)
+    if stills and not video_out:
+        return str(card.get("normalisation", "minmax")), alpha
+    return str(card.get("video_normalisation", "ema")), alpha
+
+
+def open_sources(config: RunConfig, warn) -> tuple[Source, Source]:
+    """Build both sources from the config (not started); pairs image folders by name."""
+    a, b = open_source(config.a, "a"), open_source(config.b, "b")
+    if isinstance(a, ImageSequenceSource) and isinstance(b, ImageSequenceSource) and (a.length or 0) > 1 and (b.length or 0) > 1:
+        for text in pair_by_name(a, b):
+            warn(text)
+    return a, b
+
+
+def run(
+    config: RunConfig,
+    reporter: Reporter | None = None,
+    *,
+    backend: Backend | None = None,
+    sources: tuple[Source, Source] | None = None,
+) -> RunSummary:
+    """Run the pipeline until a source ends, ``max_frames``, the window is closed, or Ctrl-C.
+
+    ``backend`` / ``sources`` may be passed in already built (tests, benchmarks); the
+    run opens/starts them if needed and closes them at the end. Ctrl-C ends the run
+    cleanly (``stopped_by == "interrupt"``): outputs are finalised with the frames so
+    far. Raises RefusionError subclasses for bad input, after closing every output.
+    """
+    rep = reporter or Reporter()
+    st = _RunState()
+
+    def warn(text: str) -> None:
+        st.warnings.append(text)
+        rep.warn(text)
+
+    a, b = sources if sources is not None else open_sources(config, warn)
+    for s in (a, b):
+        s.reconnect_delays = config.reconnect_delays
+        s.stall_timeout = config.stall_timeout_s
+    lengths = [s.length for s in (a, b) if s.length is not None]
+    total = min(lengths) if len(lengths) == 2 else None
+    if config.max_frames:
+        total = min(total, config.max_frames) if total else config.max_frames
+    for out in config.outputs:
+        if output_kind(out) == "image" and (total is None or total > 1):
+            raise OutputError(
+                f"--out {out} holds one image, but the sources deliver {'a stream' if total is None else f'{total} frames'}; "
+                "give a folder or a video file"
+            )
+    if config.view not in ("fused", "side-by-side"):
+        raise ValueError(f"view must be fused or side-by-side, not {config.view!r}")
+    aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
+    sinks: list[Sink] = _make_sinks(config)  # checks outputs (exists, type) before anything is opened
+    started: list[Source] = []
+    own_backend = backend is None
+    be = backend
+    times = StageTimes(STAGES)
+    t_start = time.perf_counter()
+    try:
+        model = resolve_model(config.model) if be is None else None
+        for s in (a, b):  # sources first: a missing camera is reported before a slow engine load
+            s.start()
+            started.append(s)
+        if be is None:
+            be = open_backend(model, config.backend, config.trust_engine_code)
+        elif not getattr(be, "_open", True):
+            be.open()
+        for text in be.warnings:
+            warn(text)
+        rep.info(f"backend: {be.describe()}; model {be.model}")
+        for sink in sinks:
+            if isinstance(sink, VideoSink) and config.fps is None:
+                sink.fps = a.fps or b.fps or sink.fps
+        norm, alpha = _choose_normalisation(config, a, b, be.card)
+        fuser = Fuser(be, norm, alpha)
+        labels = be.sources if len(be.sources) == 2 else ("a", "b")
+        pairer = Pairer(a, b, config.max_skew_ms / 1e3)
+        meter = FpsMeter()
+        checked: tuple[int, int] | None = None
+        rep.start(total, f"{labels[0]}+{labels[1]} -> {be.name}")
+        t_start = time.perf_counter()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                pair = pairer.next()
+                for s in (a, b):
+                    for text in s.pop_warnings():
+                        warn(text)
+                if pair is None:
+                    break
+                fa, fb = pair
+                if fa.image is None or fb.image is None:
+                    bad = fa if fa.image is None else fb
+                    warn(f"skipped frame {bad.name}: {bad.error}")
+                    st.skipped += 1
+                    continue
+                t1 = time.perf_counter()
+                img_a, img_b = aligner(fa.image, fb.image)
+                hw = (img_a.shape[0], img_a.shape[1])
+                if hw != checked:
+                    be.check_size(*hw)
+                    checked = hw
+                    st.size = list(hw)
+                t2 = time.perf_counter()
+                fused = fuser(img_a, img_b, copy=False)
+                t3 = time.perf_counter()
+                fps_now = meter.tick(t3)
+                text = (
+                    f"{fps_now:5.1f} FPS  latency {times.last('latency') * 1e3:4.0f} ms  "
+                    f"infer {(t3 - t2) * 1e3:4.0f} ms"
+                )
+                frame_out = compose(fused, img_a, img_b, config.view, labels, text if config.overlay else "")
+                for sink in sinks:
+                    sink.write(frame_out, fa.name)
+                t4 = time.perf_counter()
+                st.frames += 1
+                times.add("capture", t1 - t0)
+                times.add("align", t2 - t1)
+                times.add("infer", t3 - t2)
+                times.add("sink", t4 - t3)
+                times.add("latency", time.monotonic() - min(fa.t, fb.t))
+                rep.frame(st.frames, text)
+                if any(s.stop_requested for s in sinks):
+                    st.stopped_by = "window"
+                    break
+                if config.max_frames and st.frames >= config.max_frames:
+                    st.stopped_by = "max-frames"
+                    break
+        except KeyboardInterrupt:
+            st.stopped_by = "interrupt"
+        st.skipped += pairer.skipped
+    finally:
+        elapsed = time.perf_counter() - t_start
+        rep.finish()
+        _close_all(sinks, started, be if own_backend else None)
+    summary = RunSummary(
+        frames=st.frames,
+        dropped=max(a.dropped, b.dropped),
+        dropped_per_source={"a": a.dropped, "b": b.dropped},
+        skipped=st.skipped,
+        elapsed_s=round(elapsed, 4),
+        fps=round(st.frames / elapsed, 3) if elapsed > 0 else 0.0,
+        stages_ms=times.summary_ms(),
+        backend=be.describe() if be is not None else "",
+        model=str(be.model) if be is not None else "",
+        size=st.size,
+        normalisation=fuser.normalisation,
+        sources={"a": a.label, "b": b.label},
+        outputs=[o for s in sinks for o in s.outputs],
+        stopped_by=st.stopped_by,
+        warnings=st.warnings,
+    )
+    if config.stats_json:
+        write_json(config.stats_json, summary.to_json())
+    return summary
+
+
+def _close_all(sinks: Sequence[Sink], sources: Sequence[Source], backend: Backend | None) -> None:
+    """Close sinks first (finalise outputs), then sources and the backend; never raise twice."""
+    first: BaseException | None = None
+    for closer in [s.close for s in sinks] + [s.close for s in sources] + ([backend.close] if backend else []):
+        try:
+            closer()
+        except BaseException as exc:  # keep closing the rest; report the first failure
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def fuse_pairs(
+    backend: Backend,
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    normalisation: str = "ema",
+    alpha: float = DEFAULT_EMA_ALPHA,
+) -> list[np.ndarray]:
+    """Fuse a list of (a, b) uint8 BGR pairs in order, carrying the normalisation state."""
+    fuser = Fuser(backend, normalisation, alpha)
+    return [fuser(np.ascontiguousarray(x), np.ascontiguousarray(y)) for x, y in pairs]

@@ -1,0 +1,611 @@
+"""Frame sources: cameras, video files, image folders/globs, network streams, GStreamer pipelines.
+
+Every source has a reader thread. A *live* source (camera, URL, GStreamer) keeps
+only its newest frame: if the consumer is slower, older frames are overwritten and
+counted as dropped, so latency stays bounded and memory flat. A *file* source
+(video, folder, glob) delivers every frame through a small bounded queue: the
+reader waits for the consumer, nothing is lost.
+
+Frames are uint8 (H, W, 3) BGR as OpenCV delivers them (grey images become 3
+equal channels). URLs and GStreamer strings may carry credentials: every label,
+log line and error goes through :func:`mask_credentials`.
+"""
+from __future__ import annotations
+
+import glob as globmod
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .colour import to_bgr
+from .errors import DataError, ImageReadError, MissingDependencyError, SourceError
+from .imageio import IMAGE_SUFFIXES, list_images, natural_key, read_image
+
+#: Seconds to wait before each reconnection attempt of a live source that stopped delivering.
+RECONNECT_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: A live source that delivers nothing for this long is reported as stalled.
+STALL_TIMEOUT_S = 10.0
+
+_CRED_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
+_CRED_PARAM_RE = re.compile(r"(?i)\b(user-id|user-pw|user|password|passwd|pwd|token|key)=([^\s!&]+)")
+_URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+_CAM_RE = re.compile(r"^(?:cam)?(\d+)$", re.IGNORECASE)
+
+
+def mask_credentials(text: str) -> str:
+    """Hide ``user:password@`` in URLs and ``user-pw=...``-style properties.
+
+    >>> mask_credentials("rtsp://admin:secret@10.0.0.2/stream")
+    'rtsp://***@10.0.0.2/stream'
+    """
+    text = _CRED_RE.sub(lambda m: f"{m.group('scheme')}***@", str(text))
+    return _CRED_PARAM_RE.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame.
+
+    image: uint8 (H, W, 3) BGR, or None when this frame failed to decode (``error`` says why).
+    index: 0-based sequence number in the source (counts every captured frame).
+    t: ``time.monotonic()`` seconds at capture (live), or when handed to the consumer (files).
+    name: file stem for folders, else the zero-padded index.
+    """
+
+    image: np.ndarray | None
+    index: int
+    t: float
+    name: str
+    error: str = ""
+
+
+_END = object()
+
+
+class Source:
+    """Base class: a reader thread filling a bounded queue (files) or a newest-frame slot (live).
+
+    Subclasses implement ``_open`` (raise SourceError when it cannot start), ``_grab``
+    (next image, None at the end / on a failed read, or raise ImageReadError for a frame
+    that failed to decode), ``_release`` and, for live sources, ``_reopen``.
+    """
+
+    live = False
+
+    def __init__(self, label: str, role: str = "", queue_size: int = 4) -> None:
+        self.label = mask_credentials(label)
+        self.role = role
+        self.fps: float | None = None  # frames per second the source reports, if any
+        self.length: int | None = None  # number of frames when known (files)
+        self.reconnect_delays: Sequence[float] = RECONNECT_DELAYS
+        self.stall_timeout = STALL_TIMEOUT_S
+        self.produced = 0  # frames captured by the reader
+        self.delivered = 0  # frames handed to the consumer
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._slot: Frame | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._ended = False
+        self._reconnecting = False  # the reader is in its back-off loop (bounded by reconnect_delays)
+        self._error: BaseException | None = None
+        self._warnings: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    # -- subclass hooks -------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _grab(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        pass
+
+    def _reopen(self) -> bool:
+        return False
+
+    def _name(self, index: int) -> str:
+        return f"{index:06d}"
+
+    # -- public API -----------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Frames captured but never handed to the consumer (live sources only)."""
+        return max(0, self.produced - self.delivered) if self.live else 0
+
+    def start(self) -> "Source":
+        """Open the source (errors raise here, in the caller's thread) and start the reader."""
+        self._open()
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.role or self.label}", daemon=True)
+        self._thread.start()
+        return self
+
+    def pop_warnings(self) -> list[str]:
+        out, self._warnings = self._warnings, []
+        return out
+
+    def warn(self, text: str) -> None:
+        self._warnings.append(mask_credentials(text))
+
+    def read(self, after: int = -1, timeout: float | None = None) -> Frame | None:
+        """The next frame (files) or the newest frame with index > ``after`` (live).
+
+        Returns None at the end of the stream. Raises the reader's SourceError, or
+        SourceError when a live source delivers nothing for ``stall_timeout`` seconds.
+        """
+        if self.live:
+            return self._read_live(after, self.stall_timeout if timeout is None else timeout)
+        return self._read_file()
+
+    def close(self) -> None:
+        """Stop the reader and release the device/file; safe to call twice."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        # unblock a reader waiting on a full queue
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=3.0)
+            if thread.is_alive():  # blocked inside a driver call: releasing now could crash it
+                return
+        self._release()
+
+    def __enter__(self) -> "Source":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reader thread --------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if self.live:
+                self._run_live()
+            else:
+                self._run_file()
+        except BaseException as exc:  # handed to the consumer's thread
+            self._error = exc
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+        if not self.live:
+            self._put(_END)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run_file(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            error = ""
+            try:
+                img = self._grab()
+            except ImageReadError as exc:
+                img, error = None, str(exc)
+            else:
+                if img is None:
+                    break
+                img = _as_bgr(img)
+            frame = Frame(img, index, time.monotonic(), self._name(index), error)
+            self.produced += 1
+            index += 1
+            if not self._put(frame):
+                return
+        self._finish()
+
+    def _run_live(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            img = self._grab()
+            if img is None:
+                if not self._reconnect():
+                    return
+                continue
+            frame = Frame(_as_bgr(img), index, time.monotonic(), self._name(index))
+            index += 1
+            with self._cond:
+                self._slot = frame
+                self.produced += 1
+                self._cond.notify_all()
+        self._finish()
+
+    def _reconnect(self) -> bool:
+        """Retry with back-off; on giving up, record a SourceError and end the stream."""
+        self._reconnecting = True
+        try:
+            return self._reconnect_loop()
+        finally:
+            self._reconnecting = False
+
+    def _reconnect_loop(self) -> bool:
+        waited = 0.0
+        for attempt, delay in enumerate(self.reconnect_delays, 1):
+            self.warn(f"{self._what()} stopped delivering frames; reconnecting in {delay:g} s "
+                      f"(attempt {attempt} of {len(self.reconnect_delays)})")
+            if self._stop.wait(delay):
+                return False
+            waited += delay
+            try:
+                if self._reopen():
+                    self.warn(f"{self._what()} reconnected")
+                    return True
+            except SourceError:
+                continue
+        self._error = SourceError(
+            f"{self._what()} stopped delivering frames and did not come back after "
+            f"{len(self.reconnect_delays)} reconnection attempts over {waited:g} s"
+        )
+        self._finish()
+        return False
+
+    def _what(self) -> str:
+        return f"source {self.role} ({self.label})" if self.role else f"source {self.label}"
+
+    # -- consumer side --------------------------------------------------------
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, SourceError):
+                raise SourceError(mask_credentials(str(err)))
+            raise SourceError(f"{self._what()} failed: {mask_credentials(str(err)) or type(err).__name__}")
+
+    def _read_file(self) -> Frame | None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._thread is None or not self._thread.is_alive():
+                    self._raise_error()
+                    if self._queue.empty():
+                        return None
+        if item is _END:
+            self._raise_error()
+            return None
+        self.delivered += 1
+        # a file frame's clock starts when it leaves the read-ahead queue: its latency is our
+        # processing time, not how long the reader happened to be ahead
+        return replace(item, t=time.monotonic())  # type: ignore[arg-type]
+
+    def _read_live(self, after: int, timeout: float) -> Frame | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                frame = self._slot
+                if frame is not None and frame.index > after:
+                    self.delivered += 1
+                    return frame
+                if self._ended or self._stop.is_set():
+                    self._raise_error()
+                    return None
+                if self._reconnecting:  # bounded by the back-off schedule, not by the stall timeout
+                    deadline = time.monotonic() + timeout
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SourceError(f"{self._what()} delivered no frame for {timeout:g} s")
+                self._cond.wait(min(left, 0.5))
+
+
+def _as_bgr(img: np.ndarray) -> np.ndarray:
+    if img.dtype != np.uint8:
+        raise ImageReadError(f"frame has pixel type {img.dtype}; expected 8-bit")
+    return np.ascontiguousarray(to_bgr(img))
+
+
+# -- concrete sources ---------------------------------------------------------
+class ImageSequenceSource(Source):
+    """Still images from a folder, a glob, or a single file; every frame delivered in order."""
+
+    def __init__(self, files: Sequence[Path], label: str, role: str = "", fps: float | None = None) -> None:
+        super().__init__(label, role)
+        self.files = list(files)
+        self.length = len(self.files)
+        self.fps = fps
+        self._next = 0
+
+    def restrict(self, names: Sequence[str]) -> None:
+        """Keep only the files whose stem is in ``names``, in the order of ``names``."""
+        by_stem = {f.stem: f for f in self.files}
+        self.files = [by_stem[n] for n in names]
+        self.length = len(self.files)
+
+    def _open(self) -> None:
+        if not self.files:
+            raise DataError(f"{self._what()} has no images")
+
+    def _grab(self) -> np.ndarray | None:
+        if self._next >= len(self.files):
+            return None
+        path = self.files[self._next]
+        self._next += 1
+        return read_image(path)
+
+    def _name(self, index: int) -> str:
+        return self.files[index].stem if index < len(self.files) else super()._name(index)
+
+
+class _CaptureSource(Source):
+    """Common code of the sources read through ``cv2.VideoCapture``."""
+
+    def __init__(self, label: str, role: str = "") -> None:
+        super().__init__(label, role)
+        self.cap = None
+
+    def _make_capture(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _open_capture(self) -> bool:
+        self.cap = self._make_capture()
+        return bool(self.cap is not None and self.cap.isOpened())
+
+    def _grab(self) -> np.ndarray | None:
+        ok, img = self.cap.read()
+        return img if ok and img is not None and img.size else None
+
+    def _reopen(self) -> bool:
+        self._release()
+        return self._open_capture()
+
+    def _release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+    def _read_props(self) -> None:
+        import cv2
+
+        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.5 < fps < 1000 else None
+
+
+class VideoFileSource(_CaptureSource):
+    """A video file; every frame delivered. A frame that cannot be decoded ends it with a warning."""
+
+    def __init__(self, path: Path, role: str = "") -> None:
+        super().__init__(str(path), role)
+        self.path = Path(path)
+        self._first: np.ndarray | None = None
+
+    def _make_capture(self):
+        import cv2
+
+        return cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+
+    def _open(self) -> None:
+        import cv2
+
+        if not self.path.is_file():
+            raise SourceError(f"{self._what()}: video file not found")
+        if self.path.stat().st_size == 0:
+            raise SourceError(f"{self._what()}: video file is empty")
+        if not self._open_capture():
+            self._release()
+            raise SourceError(f"{self._what()}: cannot open the video (corrupt or unsupported format)")
+        ok, img = self.cap.read()
+        if not ok or img is None:
+            self._release()
+            raise SourceError(f"{self._what()}: cannot decode any frame (corrupt or unsupported format)")
+        self._first = img
+        self._read_props()
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.length = count if count > 0 else None
+
+    def _grab(self) -> np.ndarray | None:
+        if self._first is not None:
+            img, self._first = self._first, None
+            return img
+        img = super()._grab()
+        if img is None and self.length and self.produced < self.length - 1:
+            self.warn(
+                f"{self._what()}: frame {self.produced} of {self.length} cannot be decoded; "
+                "treating it as the end of the video"
+            )
+        return img
+
+
+class CameraSource(_CaptureSource):
+    """A local camera by index (``cam0`` or ``0``); live."""
+
+    live = True
+
+    def __init__(self, index: int, role: str = "") -> None:
+        super().__init__(f"cam{index}", role)
+        self.index = index
+
+    def _make_capture(self):
+        import cv2
+
+        return cv2.VideoCapture(self.index)
+
+    def _open(self) -> None:
+        if not self._open_capture():
+            self._release()
+            raise SourceError(f"{self._what()}: camera {self.index} cannot be opened (not connected, busy, or no permission)")
+        self._read_props()
+
+
+class StreamSource(_CaptureSource):
+    """A network stream (RTSP, HTTP, ...) through FFmpeg; live."""
+
+    live = True
+
+    def __init__(self, url: str, role: str = "") -> None:
+        super().__init__(url, role)
+        self._url = url  # unmasked, never logged
+
+    def _make_capture(self):
+        import cv2
+
+        return cv2.VideoCapture(self._url, cv2.CAP_FFMPEG)
+
+    def _open(self) -> None:
+        if not self._open_capture():
+            self._release()
+            raise SourceError(f"{self._what()}: cannot open the stream (unreachable, wrong URL or credentials)")
+        self._read_props()
+
+
+class GStreamerSource(_CaptureSource):
+    """A GStreamer pipeline string ending in ``appsink``; live."""
+
+    live = True
+
+    def __init__(self, pipeline: str, role: str = "") -> None:
+        super().__init__(pipeline, role)
+        self._pipeline = pipeline
+
+    def _make_capture(self):
+        import cv2
+
+        return cv2.VideoCapture(self._pipeline, cv2.CAP_GSTREAMER)
+
+    def _open(self) -> None:
+        if not gstreamer_available():
+            raise MissingDependencyError(
+                f"{self._what()}: this OpenCV build has no GStreamer support; install an OpenCV built "
+                "with GStreamer (e.g. the system python3-opencv), or give a camera, file or URL instead"
+            )
+        if not self._open_capture():
+            self._release()
+            raise SourceError(f"{self._what()}: GStreamer cannot start this pipeline (it must end in appsink)")
+        self._read_props()
+
+
+def gstreamer_available() -> bool:
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+# -- spec parsing ---------------------------------------------------------------
+def open_source(spec: str, role: str = "") -> Source:
+    """Build (not start) the source named by ``spec``.
+
+    ``demo:ir`` / ``demo:vis`` (options ``?frames=60&size=320x240&seed=0``): the procedural
+    demo sequence. ``camN`` or ``N``: camera N. ``scheme://...``: network stream (credentials masked).
+    A string with `` ! ``: GStreamer pipeline. A glob (``*``, ``?``, ``[``): image files.
+    A folder: its images, natural order. An image file: one still. Any other file: a video.
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise SourceError(f"source {role}: empty source")
+    if spec.startswith("demo:"):
+        from .demo import demo_source
+
+        return demo_source(spec, role)
+    m = _CAM_RE.match(spec)
+    if m:
+        return CameraSource(int(m.group(1)), role)
+    scheme = spec.split("://", 1)[0].lower() if "://" in spec else ""
+    if scheme in _URL_SCHEMES:
+        return StreamSource(spec, role)
+    if scheme == "file":
+        spec = spec.split("://", 1)[1]
+    if " ! " in spec:
+        return GStreamerSource(spec, role)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ImageSequenceSource(list_images(path), str(path), role)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageSequenceSource([path], str(path), role)
+        return VideoFileSource(path, role)
+    if any(ch in spec for ch in "*?["):
+        files = sorted(
+            (Path(f) for f in globmod.glob(str(path)) if Path(f).suffix.lower() in IMAGE_SUFFIXES),
+            key=natural_key,
+        )
+        if not files:
+            raise DataError(f"source {role}: no image files match {mask_credentials(spec)}")
+        return ImageSequenceSource(files, spec, role)
+    raise SourceError(
+        f"source {role}: {mask_credentials(spec)} not found (expected a video file, image folder or glob, "
+        "camN, an rtsp://, http:// URL, or a GStreamer pipeline)"
+    )
+
+
+def pair_by_name(a: ImageSequenceSource, b: ImageSequenceSource) -> list[str]:
+    """Restrict two image sequences to the file stems they share (in a's order).
+
+    Returns warnings about unpaired files; raises DataError when no names match.
+    """
+    names_b = {f.stem for f in b.files}
+    common = [f.stem for f in a.files if f.stem in names_b]
+    if not common:
+        raise DataError(
+            f"no file names in common between source a ({a.label}) and source b ({b.label}); "
+            "image folders are paired by file name"
+        )
+    warnings = []
+    only_a, only_b = len(a.files) - len(common), len(b.files) - len(common)
+    if only_a or only_b:
+        warnings.append(f"{only_a} image(s) only in source a and {only_b} only in source b have no partner; skipped")
+    a.restrict(common)
+    b.restrict(common)
+    return warnings
+
+
+class Pairer:
+    """Pairs frames of two started sources.
+
+    Files: by order (index), the end of either ends the run. Live: newest frames,
+    matched by capture time within ``max_skew_s``; the older one is replaced until
+    they match (each replacement counts as skipped).
+    """
+
+    def __init__(self, a: Source, b: Source, max_skew_s: float = 0.05) -> None:
+        self.a, self.b = a, b
+        self.max_skew = max_skew_s
+        self.skipped = 0
+        self._last = {id(a): -1, id(b): -1}
+
+    def _read(self, src: Source, after: int | None = None) -> Frame | None:
+        frame = src.read(self._last[id(src)] if after is None else after)
+        if frame is not None:
+            self._last[id(src)] = frame.index
+        return frame
+
+    def next(self) -> tuple[Frame, Frame] | None:
+        fa, fb = self._read(self.a), self._read(self.b)
+        if fa is None or fb is None:
+            return None
+        if not (self.a.live and self.b.live):
+            return fa, fb
+        start = time.monotonic()
+        while abs(fa.t - fb.t) > self.max_skew:
+            self.skipped += 1
+            if fa.t < fb.t:
+                fa = self._read(self.a)
+            else:
+                fb = self._read(self.b)
+            if fa is None or fb is None:
+                return None
+            if time.monotonic() - start > max(self.a.stall_timeout, 1.0):
+                raise SourceError(
+                    f"sources a and b never delivered frames within {self.max_skew * 1e3:g} ms of each other "
+                    "(different frame rates or a stalled camera); raise --max-skew"
+                )
+        return fa, fb
