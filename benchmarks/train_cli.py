@@ -1,0 +1,30 @@
+"""``rfbench train``: seconds per meta step and per fusion & reconstruction step."""
+from __future__ import annotations
+
+import click
+
+from refusion.runtime.clitools import friendly_errors
+
+
+@click.command("train")
+@click.option("--batch", default=4, show_default=True, help="Images per batch (2 pairs + swapped).")
+@click.option("--size", default=128, show_default=True, help="Square crop side.")
+@click.option("--repeats", default=3, show_default=True, help="Timed repetitions (median reported).")
+@click.option("--warmup", default=1, show_default=True, help="Untimed warm-up repetitions.")
+@click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]),
+              help="Devices to measure (repeatable; default: cpu and cuda when present).")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch default).")
+@click.option("--out", "out_dir", default="benchmarks/results", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the JSON and markdown results.")
+@friendly_errors
+def train_speed(batch: int, size: int, repeats: int, warmup: int, devices: tuple[str, ...], threads: int,
+                out_dir: str) -> None:
+    """Time Algorithm 1's steps (meta step = inner + outer update) on random data."""
+    from .train_speed import SpeedConfig, run_benchmark, to_markdown, write_report
+
+    cfg = SpeedConfig(batch=batch, size=size, warmup=warmup, repeats=max(1, repeats),
+                      devices=devices or ("cpu", "cuda"), threads=threads)
+    report = run_benchmark(cfg, progress=lambda m: click.echo(m, err=True))
+    jp, mp = write_report(report, out_dir)
+    click.echo(to_markdown(report))
+    click.echo(f"wrote {jp} and {mp}")

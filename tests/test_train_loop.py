@@ -1,0 +1,235 @@
+"""The training loop on a tiny synthetic dataset: data errors, run dir, exact resume, NaN, DDP, CLI."""
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from refusion.runtime.errors import DataError, SizeError
+from refusion.train.checkpoint import load_checkpoint, load_fusion_model
+from refusion.train.cli import main as rftrain
+from refusion.train.config import TrainConfig, preset_config
+from refusion.train.data import BatchSampler, find_pairs, fit_to_crop, load_training_data
+from refusion.train.synth import synthesize_pairs
+from refusion.train.trainer import RunDirError, TrainingDiverged, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_dataset(root: Path, n_train: int = 3, n_test: int = 2, size=(40, 36), roles=("ir", "vis")) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for r in roles:
+            (root / split / r).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            base = cv2.GaussianBlur(rng.random(size).astype(np.float32), (0, 0), 2)
+            base = (base - base.min()) / (base.max() - base.min() + 1e-6)
+            a = (base * 255).astype(np.uint8)
+            b = (np.clip(1 - base + 0.3 * rng.random(size), 0, 1) * 255).astype(np.uint8)
+            cv2.imwrite(str(root / split / roles[0] / f"{i}.png"), a)
+            cv2.imwrite(str(root / split / roles[1] / f"{i}.png"), cv2.merge([b, b, a]))
+    return root
+
+
+def tiny_config(data: Path, **kw) -> TrainConfig:
+    base = dict(
+        task="ivif", data=str(data), epochs=2, meta_steps=2, fusion_steps=3, crop=24, meta_crop=16,
+        fusion_dim=8, fusion_heads=2, aux_dim=8, aux_heads=2, lr=1e-3, p_lr=1e-2, val_pairs=1,
+        ckpt_every=0, device="cpu", seed=3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+STEP_KEYS = ("loss_f", "loss_r", "meta_loss", "meta_loss_f")
+
+
+def step_losses(history):
+    return [(r["global_step"], tuple(r.get(k) for k in STEP_KEYS)) for r in history if r["phase"] != "val"]
+
+
+# ----- data -----
+def test_pairs_and_batches(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    data = load_training_data(tiny_config(root))
+    assert len(data.train) == 3 and len(data.val) == 1
+    assert data.train.a[0].dtype == np.float32 and 0 <= data.train.a[0].min() <= data.train.a[0].max() <= 1
+    s = BatchSampler(data.train, seed=1, pairs_per_batch=2, swap=True, max_crop=24)
+    x, t = s.batch(0, "fusion", 5, 24)
+    assert x.shape == t.shape == (4, 2, 24, 24)
+    np.testing.assert_array_equal(x[2:], x[:2, ::-1])  # swapped half
+    np.testing.assert_array_equal(t[2:], t[:2])  # targets keep the (a, b) order
+    x2, _ = s.batch(0, "fusion", 5, 24)
+    np.testing.assert_array_equal(x, x2)  # stateless: same coordinates, same batch
+
+
+def test_small_images_are_padded_or_upscaled():
+    assert fit_to_crop(np.zeros((100, 70), np.float32), 128).shape == (128, 128)
+    up = fit_to_crop(np.zeros((20, 30), np.float32), 128)
+    assert min(up.shape) >= 128
+
+
+def test_data_errors_are_clear(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        find_pairs(tmp_path / "nope", tmp_path / "nope2")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        find_pairs(tmp_path / "a", tmp_path / "b")
+    img = np.zeros((20, 20), np.uint8)
+    cv2.imwrite(str(tmp_path / "a" / "x1.png"), img)
+    cv2.imwrite(str(tmp_path / "b" / "x2.png"), img)
+    with pytest.raises(DataError, match="x1.*x2"):
+        find_pairs(tmp_path / "a", tmp_path / "b")
+    cv2.imwrite(str(tmp_path / "b" / "x1.png"), np.zeros((21, 20), np.uint8))
+    (tmp_path / "b" / "x2.png").unlink()
+    cfg = TrainConfig(a_dir=str(tmp_path / "a"), b_dir=str(tmp_path / "b"), val_pairs=0)
+    with pytest.raises(SizeError, match="different sizes"):
+        load_training_data(cfg)
+
+
+def test_synthetic_multifocus_pairs(tmp_path):
+    (tmp_path / "sharp").mkdir()
+    cv2.imwrite(str(tmp_path / "sharp" / "s.png"), (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    pairs = synthesize_pairs(tmp_path / "sharp", n=2, seed=0)
+    assert len(pairs) == 2
+    near, far = pairs.a[0], pairs.b[0]
+    assert near.shape == far.shape == (64, 64)
+    assert not np.allclose(near, far)
+
+
+# ----- loop -----
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    full = train(tiny_config(root), tmp_path / "full")
+    ref = step_losses(full.history)
+    assert len(ref) == 10
+    # "kill" after 5 steps (mid fusion phase), and after 1 step (mid P-gradient accumulation)
+    for k in (5, 1):
+        out = tmp_path / f"part{k}"
+        part = train(tiny_config(root, max_steps=k), out)
+        rest = train(tiny_config(root), out, resume=True)
+        got = step_losses(part.history) + step_losses(rest.history)
+        assert got == ref, f"resume after {k} steps differs"
+    log = [json.loads(line) for line in (tmp_path / "part1" / "log.jsonl").read_text().splitlines()]
+    assert [r["global_step"] for r in log if r["phase"] != "val"] == list(range(1, 11))
+
+
+def test_run_dir_checkpoints_and_protection(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    out = tmp_path / "run"
+    res = train(tiny_config(root, epochs=1, save_every_epoch=True), out)
+    assert {p.name for p in out.glob("*.pt")} == {"last.pt", "best.pt", "epoch_001.pt"}
+    assert (out / "panels" / "epoch_001.png").is_file() and (out / "log.csv").is_file()
+    ck = load_checkpoint(res.last)
+    assert ck["task"] == "ivif" and {"fusion", "loss_proposal", "reconstruction", "train_config"} <= set(ck)
+    assert set(ck["validation"]) >= {"en", "sd", "sf", "ag", "w_a", "v_a"}
+    model = load_fusion_model(res.last)
+    assert model.task == "ivif" and model.net.config.dim == 8
+    with pytest.raises(RunDirError, match="--resume"):
+        train(tiny_config(root, epochs=1), out)
+    train(tiny_config(root, epochs=1, max_steps=1), out, overwrite=True)
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        train(tiny_config(root), tmp_path / "empty", resume=True)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "d")
+    from refusion.train import meta
+
+    real = meta.MetaLearner.fusion_step
+    calls = {"n": 0}
+
+    def flaky(self, x, t):
+        calls["n"] += 1
+        info = real(self, x, t)
+        return {**info, "loss_f": math.nan} if calls["n"] == 3 else info
+
+    monkeypatch.setattr(meta.MetaLearner, "fusion_step", flaky)
+    with pytest.raises(TrainingDiverged, match=r"fusion step 3 .*global step 5.*last\.pt"):
+        train(tiny_config(root, ckpt_every=2), tmp_path / "nan")
+
+
+# ----- CLI -----
+def test_cli_trains_and_reports_bad_input(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    runner = CliRunner()
+    args = ["ivif", "--data", str(root), "--preset", "quick", "--epochs", "1", "--meta-steps", "1",
+            "--fusion-steps", "1", "--crop", "16", "--meta-crop", "16", "--fusion-dim", "8", "--aux-dim", "8",
+            "--device", "cpu", "--out", str(tmp_path / "run")]
+    res = runner.invoke(rftrain, args)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "last.pt").is_file()
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["train_config"]["p_lr"] == preset_config("quick", task="ivif", data="x").p_lr
+    res = runner.invoke(rftrain, args)  # existing run dir
+    assert res.exit_code == 1 and "--overwrite" in res.output and "Traceback" not in res.output
+    # resume takes the run's stored settings; --epochs given now extends it
+    res = runner.invoke(rftrain, ["ivif", "--resume", "--epochs", "2", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["position"]["global_step"] == 4 and ck["train_config"]["crop"] == 16
+    res = runner.invoke(rftrain, ["mfif", "--data", str(root), "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 1 and "not found" in res.output and "near" in res.output
+    res = runner.invoke(rftrain, ["ivif", "--out", str(tmp_path / "r3")])
+    assert res.exit_code == 1 and "no training data" in res.output
+
+
+def test_cli_help_lists_the_presets_and_synth_recipe():
+    res = CliRunner().invoke(rftrain, ["--help"])
+    assert res.exit_code == 0
+    assert "quick" in res.output and "sigma" in res.output
+
+
+# ----- DDP -----
+def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    import torch.distributed as tdist
+
+    from refusion.train.trainer import DistInfo
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        cfg = tiny_config(Path(root), epochs=1, meta_steps=1, fusion_steps=2)
+        train(cfg, out, dist=DistInfo(rank, world))
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_ddp_two_processes_on_gloo(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(root), str(tmp_path / "ddp")), nprocs=2)
+    assert (tmp_path / "ddp" / "last.pt").is_file()
+    ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ck["position"]["global_step"] == 3
+
+
+def test_cli_multifocus_from_synthetic_pairs(tmp_path):
+    sharp = tmp_path / "sharp"
+    sharp.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        cv2.imwrite(str(sharp / f"{i}.png"), (rng.random((40, 40, 3)) * 255).astype(np.uint8))
+    res = CliRunner().invoke(rftrain, [
+        "mfif", "--synthesize-from", str(sharp), "--epochs", "1", "--meta-steps", "1", "--fusion-steps", "1",
+        "--crop", "16", "--fusion-dim", "8", "--aux-dim", "8", "--val-pairs", "1", "--device", "cpu",
+        "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["task"] == "mfif"
+    assert (tmp_path / "run" / "panels" / "epoch_001.png").is_file()

@@ -1,0 +1,187 @@
+"""rftrain: train ReFusion (F with the meta-learned loss of P and the reconstruction R).
+
+Console script: ``rftrain = refusion.train.cli:main``. Multi-GPU: ``torchrun
+--nproc_per_node=N -m refusion.train.cli TASK ...`` (or ``torchrun ... $(which rftrain)``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from refusion.runtime.clitools import friendly_errors, setup_logging
+
+from .config import PRESETS, TASK_ROLES, TASKS
+
+SYNTH_HELP = (
+    "Folder of sharp images: build synthetic near/far pairs (multi-focus has no training pairs). "
+    "Recipe: a smooth random mask (coarse uniform noise, upscaled, Gaussian-blurred, thresholded so 30-70%% "
+    "is 'near', edges softened with sigma 2 px); Gaussian defocus with sigma in [1.5, 4] px; "
+    "near = sharp inside the mask, blurred outside; far = the complement."
+)
+
+
+def _opt(*names: str, **kw: Any):
+    return click.option(*names, default=None, show_default=False, **kw)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("task", type=click.Choice(TASKS))
+@click.option("--data", type=click.Path(file_okay=False), help="Dataset root with <split>/<role>/<name> "
+              "(roles: " + "; ".join(f"{t} {a},{b}" for t, (a, b) in TASK_ROLES.items()) + ").")
+@_opt("--a-dir", type=click.Path(file_okay=False), help="Folder of sources a (instead of --data).")
+@_opt("--b-dir", type=click.Path(file_okay=False), help="Folder of sources b.")
+@_opt("--val-a-dir", type=click.Path(file_okay=False), help="Validation sources a (default <data>/test/<role>).")
+@_opt("--val-b-dir", type=click.Path(file_okay=False), help="Validation sources b.")
+@_opt("--synthesize-from", type=click.Path(file_okay=False), help=SYNTH_HELP)
+@_opt("--synth-pairs", type=int, help="Synthetic pairs to build (0: one per sharp image).")
+@_opt("--train-split", help="Split folder used for training [train].")
+@_opt("--val-split", help="Split folder used for validation [test].")
+@_opt("--val-pairs", type=int, help="Held-out pairs scored every epoch (0: none).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
+              help="paper: the paper's schedule. quick: ~40 min IVIF on a 2-core CPU, P with its own step 3e-3.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt (exact, mid-epoch too) with "
+              "its stored settings; options given with --resume override them (e.g. --epochs, --device).")
+@click.option("--overwrite", is_flag=True, help="Delete the checkpoints in --out and start again.")
+@_opt("--epochs", type=int, help="L: epochs.")
+@_opt("--meta-steps", type=int, help="M: outer (meta) steps per epoch.")
+@_opt("--fusion-steps", type=int, help="N: fusion & reconstruction steps per epoch.")
+@_opt("--crop", type=int, help="Random crop size of the fusion phase.")
+@_opt("--meta-crop", type=int, help="Crop size of the meta phase (0: same as --crop).")
+@_opt("--pairs-per-batch", type=int, help="Pairs per batch (the batch also holds them swapped).")
+@click.option("--no-swap", is_flag=True, default=None, help="Disable the a/b swap augmentation.")
+@_opt("--lr", type=float, help="Adam lr of F and R, and the inner look-ahead step.")
+@_opt("--lr-step", type=int, help="StepLR period (epochs).")
+@_opt("--lr-gamma", type=float, help="StepLR factor.")
+@_opt("--p-lr", type=float, help="Step size of P (0: same as --lr, the paper).")
+@_opt("--p-optimizer", type=click.Choice(["maxnorm", "adam"]), help="P's update: max-normalised SGD (paper) or Adam.")
+@_opt("--outer-accum", type=int, help="Outer steps accumulated per update of P.")
+@_opt("--inner-lr", type=float, help="Look-ahead step of the inner update (0: current lr).")
+@_opt("--alpha1", type=float, help="Weight of L_f's gradient term.")
+@_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
+@click.option("--alpha1-ramp", is_flag=True, default=None, help="Quirk of the released schedule: alpha1 = epoch/L.")
+@click.option("--leak-fusion-grad", is_flag=True, default=None, help="Quirk: dL_f/dP leaks into P's gradient.")
+@click.option("--first-order", is_flag=True, default=None, help="Ablation: no second-order path (P does not learn).")
+@_opt("--fusion-dim", type=int, help="Width of F (16 = the released networks).")
+@_opt("--aux-dim", type=int, help="Width of P and R.")
+@_opt("--seed", type=int, help="Random seed (a CPU run is deterministic).")
+@_opt("--device", help="auto | cpu | cuda | cuda:N.")
+@_opt("--ckpt-every", type=int, help="Also write last.pt every this many steps (0: epoch ends only).")
+@click.option("--save-every-epoch", is_flag=True, default=None, help="Keep epoch_NNN.pt checkpoints.")
+@_opt("--best-metric", type=click.Choice(["en", "sd", "sf", "ag"]), help="Validation metric deciding best.pt.")
+@_opt("--max-steps", type=int, help="Stop after this many steps in all (0: no limit).")
+@click.option("--no-panels", is_flag=True, default=None, help="Do not write per-epoch PNG panels.")
+@click.option("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default).")
+@click.option("-v", "--verbose", count=True)
+@friendly_errors
+def main(task: str, out: str, preset: str, resume: bool, overwrite: bool, threads: int, verbose: int,
+         **opts: Any) -> None:
+    """Train the fusion network for TASK (ivif, mif, mfif, meif) with the meta-learned loss.
+
+    \b
+    Examples:
+      rftrain ivif --data data/ivif/MSRS --preset quick --out runs/ivif_quick
+      rftrain mfif --synthesize-from photos/ --data data/mfif/Lytro --out runs/mfif
+      rftrain ivif --out runs/ivif_quick --resume
+    """
+    setup_logging(verbose)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from .config import preset_config
+    from .trainer import train
+
+    flags = {"no_swap": ("swap_augment", False), "no_panels": ("panels", False)}
+    overrides: dict[str, Any] = {"task": task}
+    for k, v in opts.items():
+        if v is None:
+            continue
+        if k in flags:
+            name, value = flags[k]
+            overrides[name] = value
+        else:
+            overrides[k] = v
+    if resume:
+        # Continue with the run's own settings; options given now override them.
+        from pathlib import Path
+
+        from .checkpoint import load_checkpoint
+        from .config import TrainConfig
+
+        last = Path(out) / "last.pt"
+        stored = load_checkpoint(last).get("train_config") if last.is_file() else None
+        config = TrainConfig.from_dict({**stored, **overrides}) if stored else preset_config(preset, **overrides)
+    else:
+        config = preset_config(preset, **overrides)
+    dist = _init_distributed(config.device)
+    hooks = TqdmHooks(enabled=dist.main)
+    try:
+        result = train(config, out, resume=resume, overwrite=overwrite, hooks=hooks, dist=dist)
+    finally:
+        if dist.world > 1:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+    if dist.main:
+        click.echo(f"done: {result.global_step} steps, {result.epochs_done} epochs; last: {result.last}; "
+                   f"best: {result.best}")
+
+
+def _init_distributed(device: str):
+    from .trainer import DistInfo
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch
+    import torch.distributed as tdist
+
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(tdist.get_rank(), tdist.get_world_size())
+
+
+class TqdmHooks:
+    """tqdm progress bar with the latest losses; messages go to stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.last: dict[str, str] = {}
+
+    def start(self, total: int, done: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True)
+
+    def step(self, info: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        if info.get("phase") == "val":
+            self.bar.write("epoch {epoch} validation: ".format(**info) + ", ".join(
+                f"{k[4:]} {v:.3f}" for k, v in info.items() if k.startswith("val_")))
+            return
+        for k in ("loss_f", "loss_r", "meta_loss"):
+            if k in info:
+                self.last[k] = f"{info[k]:.4g}"
+        self.bar.set_postfix(epoch=info["epoch"], phase=info["phase"], **self.last, refresh=False)
+        self.bar.update(1)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            click.echo(text, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+if __name__ == "__main__":
+    main()

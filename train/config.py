@@ -1,0 +1,165 @@
+"""Training configuration: one frozen dataclass and the named presets.
+
+``paper`` repeats the settings of Bai et al. (IJCV 2024), Algorithm 1. ``quick`` is
+sized for a ~40-minute IVIF run on a 2-core CPU (METHOD.md section 6: ~5-7 s per
+meta step and ~1.2-2.1 s per fusion/reconstruction step at batch 4 x 128 x 128) and
+gives P its own, larger step size so that the learned loss actually moves away from
+plain averaging within a short schedule.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from refusion.runtime.errors import RefusionError
+
+TASKS = ("ivif", "mif", "mfif", "meif")
+
+#: Folder names (roles) of source a and source b per task, as in ../shared/data.
+TASK_ROLES: dict[str, tuple[str, str]] = {
+    "ivif": ("ir", "vis"),
+    "mif": ("a", "b"),
+    "mfif": ("near", "far"),
+    "meif": ("under", "over"),
+}
+
+
+class ConfigError(RefusionError):
+    """A training option is out of range or contradicts another one."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (stored in every checkpoint)."""
+
+    task: str = "ivif"  # one of TASKS; decides the folder roles and is written into the checkpoint
+    # --- data ---
+    data: str | None = None  # dataset root with <split>/<role>/<name> (e.g. .../ivif/MSRS)
+    a_dir: str | None = None  # explicit folder of sources a (instead of --data)
+    b_dir: str | None = None  # explicit folder of sources b
+    val_a_dir: str | None = None  # explicit validation folders (default: <data>/test/<role>)
+    val_b_dir: str | None = None
+    synthesize_from: str | None = None  # folder of sharp images -> synthetic near/far pairs (mfif)
+    synth_pairs: int = 0  # 0: one synthetic pair per sharp image
+    train_split: str = "train"
+    val_split: str = "test"
+    val_pairs: int = 4  # held-out pairs fused and scored at every epoch end (0: no validation)
+    val_max_side: int = 640  # validation images are downscaled so the longer side is at most this
+    # --- schedule (Algorithm 1) ---
+    epochs: int = 50  # L
+    meta_steps: int = 600  # M outer steps per epoch (each uses a meta-train and a meta-test batch)
+    fusion_steps: int = 1600  # N fusion & reconstruction steps per epoch
+    crop: int = 128  # random square crop of the fusion phase
+    meta_crop: int = 0  # crop of the meta phase (0: same as crop); smaller = cheaper meta steps
+    pairs_per_batch: int = 2  # each batch = these pairs + the same pairs with a and b swapped
+    swap_augment: bool = True  # the paper's only augmentation
+    # --- optimisation ---
+    lr: float = 1e-4  # Adam lr of F and R; also the inner look-ahead step (lr_e)
+    lr_step: int = 10  # StepLR period in epochs
+    lr_gamma: float = 0.1  # StepLR factor
+    p_lr: float = 0.0  # P's step size (0: same as lr, the paper); follows the same StepLR factor
+    p_optimizer: str = "maxnorm"  # "maxnorm": th_P -= p_lr * g / max|g| (paper); "adam"
+    outer_accum: int = 2  # outer steps accumulated per update of P
+    inner_lr: float = 0.0  # look-ahead step of the inner update (0: the current lr_e)
+    alpha1: float = 1.0  # weight of the gradient term of L_f
+    alpha2: float = 1.0  # weight of the gradient term of L_r
+    alpha1_ramp: bool = False  # quirk of the released schedule: alpha1 = (epoch+1)/L
+    leak_fusion_grad: bool = False  # quirk: dL_f/dth_P leaks into P's meta gradient
+    first_order: bool = False  # drop the second-order path (P then gets no meta gradient; ablation)
+    # --- networks (defaults = the released F; smaller only for tests) ---
+    fusion_dim: int = 16
+    fusion_heads: int = 8
+    fusion_encoder_blocks: int = 2
+    fusion_decoder_blocks: int = 2
+    aux_dim: int = 16  # width of P and R
+    aux_heads: int = 8
+    # --- run ---
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    ckpt_every: int = 50  # also checkpoint every this many steps (meta or fusion); 0: epoch ends only
+    save_every_epoch: bool = False  # keep epoch_NNN.pt besides last.pt / best.pt
+    best_metric: str = "sf"  # validation metric deciding best.pt (higher is better): en|sd|sf|ag
+    max_steps: int = 0  # stop after this many total steps (0: no limit); for smoke tests and timing
+    panels: bool = True  # write a PNG panel of a validation pair at every epoch end
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        positive = ("epochs", "crop", "pairs_per_batch", "outer_accum", "fusion_dim", "fusion_heads", "aux_dim")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "meta_crop", "max_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.lr <= 0 or self.p_lr < 0 or self.inner_lr < 0:
+            raise ConfigError("learning rates must be positive")
+        if self.p_optimizer not in ("maxnorm", "adam"):
+            raise ConfigError(f"p-optimizer must be maxnorm or adam, got {self.p_optimizer!r}")
+        if self.best_metric not in ("en", "sd", "sf", "ag"):
+            raise ConfigError(f"best-metric must be one of en, sd, sf, ag, got {self.best_metric!r}")
+        if self.fusion_dim % self.fusion_heads or self.aux_dim % self.aux_heads:
+            raise ConfigError("network widths must be multiples of their head counts")
+        if (self.a_dir is None) != (self.b_dir is None):
+            raise ConfigError("give both --a-dir and --b-dir, or neither")
+        if self.data is None and self.a_dir is None and self.synthesize_from is None:
+            raise ConfigError("no training data: give --data ROOT, --a-dir/--b-dir, or --synthesize-from DIR")
+
+    @property
+    def roles(self) -> tuple[str, str]:
+        return TASK_ROLES[self.task]
+
+    @property
+    def p_step(self) -> float:
+        """Base step size of P (before the StepLR factor)."""
+        return self.p_lr or self.lr
+
+    @property
+    def meta_crop_size(self) -> int:
+        return self.meta_crop or self.crop
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+#: Named presets: option values applied before the explicit CLI options.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Bai et al. 2024: L=50, M=600, N=1600, 128x128 crops, 2 pairs + swapped,
+    # Adam 1e-4 with StepLR(10, 0.1), max-normalised P step with the same lr.
+    "paper": dict(
+        epochs=50, meta_steps=600, fusion_steps=1600, crop=128, meta_crop=0, pairs_per_batch=2,
+        lr=1e-4, lr_step=10, lr_gamma=0.1, p_lr=0.0, p_optimizer="maxnorm", outer_accum=2,
+    ),
+    # ~35-40 min for IVIF on a 2-core CPU: 6 epochs x (30 meta steps at 96x96 + 120 fusion steps at
+    # 128x128). P's max-normalised step is 3e-3 (30x the paper's; 90 P updates can move each parameter
+    # by up to 0.27, about the paper schedule's total of ~0.33, METHOD.md section 6). Measured on MSRS
+    # (H100, 3 epochs of 20 meta steps): 1e-3 leaves w_a within 0.5 +- 0.1; 3e-3 gives w_ir ~1 on warm
+    # targets and ~0.4 on the background; 1e-2 saturates P to w_a = v_a = 1 everywhere within one epoch.
+    "quick": dict(
+        epochs=6, meta_steps=30, fusion_steps=120, crop=128, meta_crop=96, pairs_per_batch=2,
+        lr=1e-4, lr_step=4, lr_gamma=0.5, p_lr=3e-3, p_optimizer="maxnorm", outer_accum=2,
+        ckpt_every=25, val_pairs=4,
+    ),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**values)
+
+
+__all__ = ["TrainConfig", "PRESETS", "preset_config", "ConfigError", "TASKS", "TASK_ROLES"]

@@ -1,0 +1,225 @@
+"""Training data: paired source images held in memory as float32 Y planes, and a
+stateless batch sampler.
+
+Layout of a dataset root: ``<root>/<split>/<role>/<name>``; pairs share a file stem
+in the two role folders (roles per task in :data:`refusion.train.config.TASK_ROLES`).
+Y is the OpenCV-compatible BT.601 luma of the image read as BGR, as in the authors'
+pipeline, in [0, 1].
+
+Batches are a pure function of (seed, epoch, phase, batch index, rank): a resumed
+run draws exactly the batches the interrupted one would have drawn, with no sampler
+state to save.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from refusion.runtime.colour import luma_bgr
+from refusion.runtime.errors import DataError, SizeError
+from refusion.runtime.imageio import list_images, read_image
+
+PHASE_IDS = {"meta": 1, "fusion": 2, "val": 3, "synth": 4}
+
+
+@dataclass
+class PairSet:
+    """Paired Y planes: ``a[i]``, ``b[i]`` float32 (H_i, W_i) in [0, 1], same size per pair."""
+
+    names: list[str]
+    a: list[np.ndarray]
+    b: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, idx: list[int]) -> "PairSet":
+        return PairSet([self.names[i] for i in idx], [self.a[i] for i in idx], [self.b[i] for i in idx])
+
+
+def _folder(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"{what} folder not found: {p}")
+    return p
+
+
+def find_pairs(a_dir: str | Path, b_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """(name, path_a, path_b) for every file stem present in both folders, naturally sorted.
+
+    Raises DataError for a missing or empty folder, and for names found in only one
+    folder (listing them).
+    """
+    da, db = _folder(a_dir, "source-a"), _folder(b_dir, "source-b")
+    fa, fb = list_images(da), list_images(db)
+    if not fa:
+        raise DataError(f"no images in {da}")
+    if not fb:
+        raise DataError(f"no images in {db}")
+    ma, mb = {f.stem: f for f in fa}, {f.stem: f for f in fb}
+    only_a = sorted(set(ma) - set(mb))
+    only_b = sorted(set(mb) - set(ma))
+    if only_a or only_b:
+        parts = []
+        if only_a:
+            parts.append(f"only in {da}: {_few(only_a)}")
+        if only_b:
+            parts.append(f"only in {db}: {_few(only_b)}")
+        raise DataError("unpaired images (pairs need the same file name in both folders): " + "; ".join(parts))
+    return [(f.stem, f, mb[f.stem]) for f in fa]
+
+
+def _few(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def read_y(path: Path) -> np.ndarray:
+    """Y plane float32 (H, W) in [0, 1] of an image file (ImageReadError when unreadable)."""
+    return luma_bgr(read_image(path, colour=True))
+
+
+def load_pairs(pairs: list[tuple[str, Path, Path]], max_side: int = 0) -> PairSet:
+    """Read every pair into memory; optionally downscale so the longer side <= ``max_side``."""
+    names, a_list, b_list = [], [], []
+    for name, pa, pb in pairs:
+        a, b = read_y(pa), read_y(pb)
+        if a.shape != b.shape:
+            raise SizeError(
+                f"pair {name!r} has different sizes: {pa} is {a.shape[1]}x{a.shape[0]}, "
+                f"{pb} is {b.shape[1]}x{b.shape[0]}"
+            )
+        if max_side and max(a.shape) > max_side:
+            a, b = _downscale(a, max_side), _downscale(b, max_side)
+        names.append(name)
+        a_list.append(a)
+        b_list.append(b)
+    return PairSet(names, a_list, b_list)
+
+
+def _downscale(img: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    s = max_side / max(img.shape)
+    size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def fit_to_crop(img: np.ndarray, crop: int) -> np.ndarray:
+    """Make both sides >= ``crop``: reflect-pad when an image is at least half the crop,
+    upscale (bicubic, aspect kept) when it is smaller than that."""
+    import cv2
+
+    h, w = img.shape
+    if min(h, w) >= crop:
+        return img
+    if min(h, w) * 2 < crop:
+        s = crop / min(h, w)
+        img = cv2.resize(img, (max(crop, round(w * s)), max(crop, round(h * s))), interpolation=cv2.INTER_CUBIC)
+        return np.clip(img, 0.0, 1.0).astype(np.float32)
+    ph, pw = max(0, crop - h), max(0, crop - w)
+    return cv2.copyMakeBorder(img, ph // 2, ph - ph // 2, pw // 2, pw - pw // 2, cv2.BORDER_REFLECT_101)
+
+
+class BatchSampler:
+    """Random crops of random pairs, a pure function of the batch coordinates.
+
+    Each batch holds ``pairs`` pairs and, with ``swap``, the same pairs with a and b
+    exchanged: ``x`` (2P, 2, c, c) is what F and P see; ``target`` (2P, 2, c, c) keeps
+    the fixed (a, b) order for R. Pairs are taken in the order of a per-epoch shuffle
+    (consecutive mini-batches of a shuffled training set, Algorithm 1).
+    """
+
+    def __init__(self, pairs: PairSet, seed: int, pairs_per_batch: int, swap: bool, max_crop: int,
+                 rank: int = 0, world: int = 1) -> None:
+        if len(pairs) == 0:
+            raise DataError("no training pairs")
+        self.a = [fit_to_crop(x, max_crop) for x in pairs.a]
+        self.b = [fit_to_crop(x, max_crop) for x in pairs.b]
+        self.n = len(pairs)
+        self.seed, self.pairs, self.swap = seed, pairs_per_batch, swap
+        self.rank, self.world = rank, world
+        self._perm_cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _perm(self, epoch: int, phase: int, rnd: int) -> np.ndarray:
+        key = (epoch, phase, rnd)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) > 64:
+                self._perm_cache.clear()
+            self._perm_cache[key] = np.random.default_rng([self.seed, epoch, phase, rnd]).permutation(self.n)
+        return self._perm_cache[key]
+
+    def batch(self, epoch: int, phase: str, index: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, target) float32 arrays for batch ``index`` of ``phase`` in ``epoch`` on this rank."""
+        ph = PHASE_IDS[phase]
+        g = index * self.world + self.rank  # global batch number across ranks
+        rng = np.random.default_rng([self.seed, epoch, ph, g, 7])
+        crops = []
+        for j in range(self.pairs):
+            pos = g * self.pairs + j
+            i = int(self._perm(epoch, ph, pos // self.n)[pos % self.n])
+            a, b = self.a[i], self.b[i]
+            h, w = a.shape
+            y = int(rng.integers(0, h - crop + 1))
+            x = int(rng.integers(0, w - crop + 1))
+            crops.append(np.stack([a[y:y + crop, x:x + crop], b[y:y + crop, x:x + crop]]))
+        ab = np.stack(crops).astype(np.float32)
+        if not self.swap:
+            return ab, ab
+        return np.concatenate([ab, ab[:, ::-1]]), np.concatenate([ab, ab])
+
+
+@dataclass
+class TrainData:
+    train: PairSet
+    val: PairSet
+    val_note: str  # where the validation pairs come from
+
+
+def load_training_data(config) -> TrainData:
+    """Resolve the folders of a TrainConfig and load training and validation pairs."""
+    from .synth import synthesize_pairs
+
+    ra, rb = config.roles
+    val: PairSet | None = None
+    note = ""
+    if config.synthesize_from:
+        train = synthesize_pairs(config.synthesize_from, config.synth_pairs, config.seed, min_side=config.crop)
+    else:
+        if config.a_dir:
+            a_dir, b_dir = Path(config.a_dir), Path(config.b_dir)
+        else:
+            root = _folder(config.data, "dataset root")
+            a_dir, b_dir = root / config.train_split / ra, root / config.train_split / rb
+            if not (root / config.train_split).is_dir():
+                splits = sorted(p.name for p in root.iterdir() if p.is_dir())
+                raise DataError(
+                    f"no {config.train_split!r} split in {root} (found: {', '.join(splits) or 'nothing'}); "
+                    f"expected {root}/{config.train_split}/{ra} and .../{rb}"
+                )
+        train = load_pairs(find_pairs(a_dir, b_dir))
+    if config.val_pairs:
+        vdirs = None
+        if config.val_a_dir and config.val_b_dir:
+            vdirs = (Path(config.val_a_dir), Path(config.val_b_dir))
+        elif config.data and (Path(config.data) / config.val_split / ra).is_dir():
+            root = Path(config.data)
+            vdirs = (root / config.val_split / ra, root / config.val_split / rb)
+        if vdirs is not None:
+            found = find_pairs(*vdirs)
+            # Evenly spaced held-out pairs, so a handful covers the whole split.
+            idx = np.linspace(0, len(found) - 1, min(config.val_pairs, len(found))).round().astype(int)
+            val = load_pairs([found[i] for i in sorted(set(idx.tolist()))], config.val_max_side)
+            note = f"{len(val)} pairs from {vdirs[0].parent}"
+        else:
+            k = min(config.val_pairs, len(train))
+            val = train.subset(list(range(k)))
+            val = PairSet(val.names, [_cap(x, config.val_max_side) for x in val.a],
+                          [_cap(x, config.val_max_side) for x in val.b])
+            note = f"{k} training pairs (no held-out folder found)"
+    return TrainData(train, val or PairSet([], [], []), note)
+
+
+def _cap(img: np.ndarray, max_side: int) -> np.ndarray:
+    return _downscale(img, max_side) if max_side and max(img.shape) > max_side else img

@@ -1,0 +1,437 @@
+"""The training loop (Algorithm 1 per epoch), the run directory, resume and logging.
+
+Run directory ``out/``:
+  last.pt          newest checkpoint (atomic; every ``ckpt_every`` steps and at every epoch end)
+  best.pt          checkpoint of the epoch with the best validation ``best_metric``
+  epoch_NNN.pt     with ``save_every_epoch``
+  log.jsonl, log.csv   one row per step, one per validation
+  panels/epoch_NNN.png  sources, fused, w_a and v_a of a fixed validation pair
+  tb/              TensorBoard events when tensorboard is installed
+
+Resume is exact at any step boundary, mid-epoch included: batches are a pure function
+of (seed, epoch, phase, index, rank) and the checkpoint stores the position, the
+optimiser states, P's partially accumulated meta gradient and the RNG states. A
+resumed deterministic CPU run therefore gives the same losses as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from refusion.runtime.errors import CheckpointError, RefusionError
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import BatchSampler, PairSet, load_training_data
+from .meta import MetaLearner
+from .networks import FusionConfig, FusionNet, LossProposalNet, ReconstructionNet
+
+log = logging.getLogger(__name__)
+
+PHASES = ("meta", "fusion", "end")
+LOG_FIELDS = [
+    "global_step", "epoch", "phase", "step", "lr", "loss_f", "loss_int", "loss_grad", "loss_r",
+    "meta_loss_f", "meta_loss_r", "meta_loss", "p_update", "val_en", "val_sd", "val_sf", "val_ag",
+    "val_w_a", "val_v_a", "seconds",
+]
+
+
+class RunDirError(RefusionError):
+    """The run directory would be overwritten, or has nothing to resume."""
+
+
+class TrainingDiverged(RefusionError):
+    """A loss became NaN or infinite."""
+
+
+class Hooks:
+    """Progress callbacks; the CLI implements them with tqdm. Library code never prints."""
+
+    def start(self, total: int, done: int) -> None: ...
+    def step(self, info: dict[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    last: Path | None
+    best: Path | None
+    epochs_done: int
+    global_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)  # the step rows of this process
+
+
+def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RefusionError("--device cuda requested, but torch sees no CUDA GPU (use --device cpu)")
+        if name == "cuda" and dist is not None and dist.world > 1:
+            local = int(os.environ.get("LOCAL_RANK", dist.rank))
+            return torch.device("cuda", local % torch.cuda.device_count())
+    elif name != "cpu":
+        raise RefusionError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def build_networks(config: TrainConfig) -> tuple[FusionNet, LossProposalNet, ReconstructionNet]:
+    fc = FusionConfig(config.fusion_dim, config.fusion_heads, config.fusion_encoder_blocks, config.fusion_decoder_blocks)
+    torch.manual_seed(config.seed)
+    return FusionNet(fc), LossProposalNet(config.aux_dim, config.aux_heads), ReconstructionNet(config.aux_dim, config.aux_heads)
+
+
+def _all_reduce_mean(world: int) -> Callable[[list[torch.Tensor]], None]:
+    import torch.distributed as tdist
+
+    def reduce(tensors: list[torch.Tensor]) -> None:
+        for t in tensors:
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+            t.div_(world)
+
+    return reduce
+
+
+def simple_metrics(fused: np.ndarray) -> dict[str, float]:
+    """EN, SD, SF, AG of a fused grey image given as float in [0, 1] (scored on the 0-255 scale)."""
+    f = np.clip(fused * 255.0, 0, 255).astype(np.float64)
+    hist = np.bincount(np.clip(np.round(f), 0, 255).astype(np.int64).ravel(), minlength=256) / f.size
+    nz = hist[hist > 0]
+    en = float(-(nz * np.log2(nz)).sum())
+    sd = float(f.std())
+    rf = np.sqrt(np.mean(np.diff(f, axis=1) ** 2))
+    cf = np.sqrt(np.mean(np.diff(f, axis=0) ** 2))
+    dx, dy = np.diff(f, axis=1)[:-1, :], np.diff(f, axis=0)[:, :-1]
+    ag = float(np.mean(np.sqrt((dx ** 2 + dy ** 2) / 2)))
+    return {"en": en, "sd": sd, "sf": float(np.sqrt(rf ** 2 + cf ** 2)), "ag": ag}
+
+
+class Trainer:
+    """One training run. Build it, then call :meth:`run`."""
+
+    def __init__(self, config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
+                 hooks: Hooks | None = None, dist: DistInfo | None = None, data=None) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.hooks = hooks or Hooks()
+        self.dist = dist or DistInfo()
+        self.device = resolve_device(config.device, self.dist)
+        self._check_run_dir(resume, overwrite)
+        self.data = data if data is not None else load_training_data(config)
+        self.sampler = BatchSampler(
+            self.data.train, config.seed, config.pairs_per_batch, config.swap_augment,
+            max(config.crop, config.meta_crop_size), self.dist.rank, self.dist.world,
+        )
+        f, p, r = build_networks(config)
+        self.fusion, self.proposal, self.recon = f.to(self.device), p.to(self.device), r.to(self.device)
+        reduce = _all_reduce_mean(self.dist.world) if self.dist.world > 1 else None
+        if self.dist.world > 1:
+            import torch.distributed as tdist
+
+            for m in (self.fusion, self.proposal, self.recon):
+                for t in m.parameters():
+                    tdist.broadcast(t.data, 0)
+        self.learner = MetaLearner(
+            self.fusion, self.proposal, self.recon, config.lr, config.p_step, config.p_optimizer,
+            config.outer_accum, config.alpha1, config.alpha2, not config.first_order,
+            config.leak_fusion_grad, reduce,
+        )
+        self.learner.inner_lr = config.inner_lr
+        self.epoch, self.phase, self.step, self.global_step = 0, "meta", 0, 0
+        self.best_value: float | None = None
+        self.last_path: Path | None = None
+        self.best_path: Path | None = None
+        self.history: list[dict[str, Any]] = []
+        self._last_val: dict[str, float] = {}
+        self._tb = None
+        if resume:
+            self._resume()
+
+    # ----- run directory -----
+    def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
+        last = self.out / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise RunDirError(f"nothing to resume: {last} does not exist")
+            return
+        if not self.dist.main:
+            return
+        existing = sorted(self.out.glob("*.pt")) if self.out.is_dir() else []
+        if existing and not overwrite:
+            raise RunDirError(
+                f"{self.out} already holds checkpoints ({', '.join(p.name for p in existing[:3])}); "
+                "pass --resume to continue it or --overwrite to start again"
+            )
+        if overwrite:
+            for p in existing:
+                p.unlink()
+            for name in ("log.jsonl", "log.csv"):
+                (self.out / name).unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # ----- checkpoints -----
+    def _payload(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "task": c.task,
+            "model_config": self.fusion.config.to_dict(),
+            "fusion": {k: v.detach().cpu() for k, v in self.fusion.state_dict().items()},
+            "loss_proposal": {k: v.detach().cpu() for k, v in self.proposal.state_dict().items()},
+            "reconstruction": {k: v.detach().cpu() for k, v in self.recon.state_dict().items()},
+            "learner": self.learner.state_dict(),
+            "position": {"epoch": self.epoch, "phase": self.phase, "step": self.step, "global_step": self.global_step},
+            "best_value": self.best_value,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+                "numpy_pos": int(np.random.get_state()[2]),
+                "python": random.getstate(),
+            },
+            "train_config": c.to_dict(),
+            "validation": self._last_val,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def save(self, extra_names: tuple[str, ...] = ()) -> None:
+        if not self.dist.main:
+            return
+        payload = self._payload()
+        self.last_path = save_checkpoint(self.out / "last.pt", payload)
+        for name in extra_names:
+            path = save_checkpoint(self.out / name, payload)
+            if name == "best.pt":
+                self.best_path = path
+
+    def _resume(self) -> None:
+        ck = load_checkpoint(self.out / "last.pt")
+        try:
+            self.fusion.load_state_dict(ck["fusion"])
+            self.proposal.load_state_dict(ck["loss_proposal"])
+            self.recon.load_state_dict(ck["reconstruction"])
+            self.learner.load_state_dict(ck["learner"], self.device)
+            pos = ck["position"]
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.out / 'last.pt'} cannot be resumed with this configuration ({exc})") from exc
+        stored = TrainConfig.from_dict(ck.get("train_config", {}))
+        differ = [k for k, v in stored.to_dict().items()
+                  if k not in ("device", "data", "a_dir", "b_dir", "val_a_dir", "val_b_dir", "synthesize_from",
+                               "epochs", "max_steps", "ckpt_every", "save_every_epoch", "panels")
+                  and getattr(self.config, k) != v]
+        if differ:
+            self.hooks.message(f"warning: resuming with options that differ from the checkpoint: {', '.join(differ)}")
+        self.epoch, self.phase, self.step = int(pos["epoch"]), str(pos["phase"]), int(pos["step"])
+        self.global_step = int(pos["global_step"])
+        self.best_value = ck.get("best_value")
+        self._last_val = ck.get("validation") or {}
+        rng = ck.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), int(rng["numpy_pos"]), 0, 0.0))
+            random.setstate(_tuplify(rng["python"]))
+        self.last_path = self.out / "last.pt"
+        if (self.out / "best.pt").is_file():
+            self.best_path = self.out / "best.pt"
+        if self.dist.main:
+            self._truncate_logs(self.global_step)
+
+    # ----- logging -----
+    def _truncate_logs(self, upto: int) -> None:
+        """Drop log rows written after the checkpoint being resumed (they will be redone)."""
+        jl = self.out / "log.jsonl"
+        if not jl.is_file():
+            return
+        rows = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r.get("global_step", 0) <= upto]
+        jl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with open(self.out / "log.csv", "w", newline="") as fh:
+            wr = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
+            wr.writeheader()
+            wr.writerows(rows)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        self.hooks.step(row)
+        if not self.dist.main:
+            return
+        with open(self.out / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        csv_path = self.out / "log.csv"
+        new = not csv_path.is_file()
+        with open(csv_path, "a", newline="") as fh:
+            wr = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
+            if new:
+                wr.writeheader()
+            wr.writerow(row)
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("global_step", "epoch", "step"):
+                    self._tb.add_scalar(f"{row['phase']}/{k}", v, row["global_step"])
+
+    def _open_tensorboard(self) -> None:
+        if not self.dist.main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.hooks.message("tensorboard not installed: no TensorBoard events (pip install tensorboard)")
+            return
+        self._tb = SummaryWriter(str(self.out / "tb"))
+
+    # ----- the loop -----
+    def _tensor(self, arr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+
+    def _check_finite(self, info: dict[str, float]) -> None:
+        bad = {k: v for k, v in info.items() if k.startswith(("loss", "meta_loss")) and not math.isfinite(v)}
+        if bad:
+            where = f"epoch {self.epoch + 1}, {self.phase} step {self.step + 1} (global step {self.global_step + 1})"
+            last = f"last good checkpoint: {self.last_path}" if self.last_path else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at {where}; {last}"
+            )
+
+    def _limit_reached(self) -> bool:
+        return bool(self.config.max_steps) and self.global_step >= self.config.max_steps
+
+    def _after_step(self, info: dict[str, float], t0: float) -> None:
+        self._check_finite(info)
+        row = {"global_step": self.global_step + 1, "epoch": self.epoch + 1, "phase": self.phase,
+               "step": self.step + 1, "lr": self.learner.lr_e, **info, "seconds": round(time.perf_counter() - t0, 4)}
+        self.step += 1
+        self.global_step += 1
+        self._log(row)
+        if self.config.ckpt_every and self.global_step % self.config.ckpt_every == 0:
+            self.save()
+
+    def run(self) -> TrainResult:
+        c = self.config
+        per_epoch = c.meta_steps + c.fusion_steps
+        total = c.epochs * per_epoch
+        done = self.epoch * per_epoch + (self.step if self.phase == "meta" else
+                                         c.meta_steps + self.step if self.phase == "fusion" else per_epoch)
+        if c.max_steps:
+            total = min(total, c.max_steps)
+        self._open_tensorboard()
+        self.hooks.start(total, min(done, total))
+        try:
+            while self.epoch < c.epochs and not self._limit_reached():
+                self._run_epoch()
+            if self._limit_reached():
+                self.save()  # stopped by max_steps (maybe mid-epoch): keep the exact position
+        finally:
+            self.hooks.close()
+            if self._tb is not None:
+                self._tb.close()
+        return TrainResult(self.out, self.last_path, self.best_path, self.epoch, self.global_step, self.history)
+
+    def _run_epoch(self) -> None:
+        c = self.config
+        self.learner.set_lr_factor(c.lr_gamma ** (self.epoch // c.lr_step))
+        if c.alpha1_ramp:
+            self.learner.alpha1 = c.alpha1 * (self.epoch + 1) / c.epochs
+        self.fusion.train()
+        self.recon.train()
+        if self.phase == "meta":
+            while self.step < c.meta_steps:
+                if self._limit_reached():
+                    return
+                t0 = time.perf_counter()
+                j = self.step
+                tx, tt = self.sampler.batch(self.epoch, "meta", 2 * j, c.meta_crop_size)
+                vx, vt = self.sampler.batch(self.epoch, "meta", 2 * j + 1, c.meta_crop_size)
+                info = self.learner.meta_step(self._tensor(tx), self._tensor(tt), self._tensor(vx), self._tensor(vt))
+                self._after_step(info, t0)
+            self.phase, self.step = "fusion", 0
+        if self.phase == "fusion":
+            while self.step < c.fusion_steps:
+                if self._limit_reached():
+                    return
+                t0 = time.perf_counter()
+                x, t = self.sampler.batch(self.epoch, "fusion", self.step, c.crop)
+                info = self.learner.fusion_step(self._tensor(x), self._tensor(t))
+                self._after_step(info, t0)
+            self.phase, self.step = "end", 0
+        # epoch end: validation, panel, checkpoints
+        val = self.validate() if self.dist.main else {}
+        self._last_val = val
+        names: list[str] = []
+        if val and c.best_metric in val:
+            value = val[c.best_metric]
+            if self.best_value is None or value > self.best_value:
+                self.best_value = value
+                names.append("best.pt")
+        if c.save_every_epoch:
+            names.append(f"epoch_{self.epoch + 1:03d}.pt")
+        self.epoch, self.phase, self.step = self.epoch + 1, "meta", 0
+        self.save(tuple(names))
+
+    # ----- validation -----
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Fuse the held-out pairs; mean EN/SD/SF/AG and mean w_a, v_a; write the panel."""
+        pairs: PairSet = self.data.val
+        if not len(pairs):
+            return {}
+        self.fusion.eval()
+        sums: dict[str, float] = {}
+        for i in range(len(pairs)):
+            x = self._tensor(np.stack([pairs.a[i], pairs.b[i]])[None])
+            fused = self.fusion(x)[0, 0].float().cpu().numpy()
+            w, v = self.proposal(x)
+            m = simple_metrics(fused)
+            m["w_a"], m["v_a"] = float(w[0, 0].mean()), float(v[0, 0].mean())
+            for k, val in m.items():
+                sums[k] = sums.get(k, 0.0) + val
+            if i == 0 and self.config.panels:
+                self._write_panel(pairs, fused, w[0, 0].float().cpu().numpy(), v[0, 0].float().cpu().numpy())
+        self.fusion.train()
+        res = {k: v / len(pairs) for k, v in sums.items()}
+        row = {"global_step": self.global_step, "epoch": self.epoch + 1, "phase": "val", "step": 0,
+               **{f"val_{k}": v for k, v in res.items()}}
+        self._log(row)
+        return res
+
+    def _write_panel(self, pairs: PairSet, fused: np.ndarray, w_a: np.ndarray, v_a: np.ndarray) -> None:
+        from refusion.runtime.imageio import write_image
+
+        from .panels import make_panel
+
+        ra, rb = self.config.roles
+        title = f"{self.config.task} epoch {self.epoch + 1} step {self.global_step} pair {pairs.names[0]}"
+        panel = make_panel(pairs.a[0], pairs.b[0], fused, w_a, v_a, (ra, rb), title)
+        write_image(self.out / "panels" / f"epoch_{self.epoch + 1:03d}.png", panel)
+
+
+def _tuplify(obj: Any) -> Any:
+    if isinstance(obj, (list, tuple)):
+        return tuple(_tuplify(o) for o in obj)
+    return obj
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
+          hooks: Hooks | None = None, dist: DistInfo | None = None) -> TrainResult:
+    """Train F (with P and R) as Algorithm 1 describes; see :class:`Trainer`."""
+    return Trainer(config, out, resume, overwrite, hooks, dist).run()
