@@ -220,7 +220,7 @@ def _example_inputs(graph: str, h: int = 24, w: int = 32) -> tuple:
 
 
 def export_graph(
-    net: Any, graph: str, half: bool, path: Path, card: ModelCard, opset: int = 17
+    net: Any, graph: str, half: bool, path: Path, card: ModelCard, opset: int = 17, optimize: bool = True
 ) -> Any:
     """Trace ``net`` as ``graph`` ("core"/"colour"), write ONNX to ``path`` with metadata, run the checker.
 
@@ -257,6 +257,15 @@ def export_graph(
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"ONNX checker rejected the {graph} graph: {str(exc).splitlines()[0]}") from exc
+    if optimize and not half:  # FP32 graphs only; FP16 goes to TensorRT, which fuses on its own
+        from .optimize import optimize_model, verify_equal
+
+        optimized, _ = optimize_model(model)
+        try:
+            verify_equal(model, optimized)
+        except EngineError as exc:
+            raise ExportCheckError(f"{graph} graph: optimisation changed the numbers: {exc}") from exc
+        model = optimized
     onnx.save(model, str(path))
     return model
 

@@ -66,10 +66,10 @@ class OrtBackend(Backend):
                 f"requested onnxruntime with {CUDA_EP}, available: {', '.join(available)}; "
                 "install onnxruntime-gpu (pip install 'refusion[gpu]') or use --backend ort-cpu"
             )
-        opts = ort.SessionOptions()
+        from ..ort_tuning import cpu_session_options
+
+        opts = cpu_session_options(self.threads)  # CPU-tuned (measured); harmless with the CUDA provider
         opts.log_severity_level = 3  # errors only: a failed CUDA load is detected below
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
         try:
             self.session = ort.InferenceSession(str(self.model), sess_options=opts, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
