@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataError, SizeError
+from .fsutil import atomic_write_text
 
 FORMAT_TAG = "refusion-homography"
 FORMAT_VERSION = 1
@@ -95,16 +95,7 @@ def save_homography(path: str | os.PathLike, h: Homography, overwrite: bool = Fa
     p = Path(path)
     if p.exists() and not overwrite:
         raise DataError(f"{p} exists; pass --overwrite to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(h.to_json() + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write_text(p, h.to_json() + "\n")
 
 
 @dataclass(frozen=True)

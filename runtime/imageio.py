@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ImageReadError
+from .fsutil import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -58,18 +58,10 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
     import cv2
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(p.suffix or ".png", img)
     if not ok:
         raise ImageReadError(f"cannot encode image as {p.suffix}: {p}")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(p, buf.tobytes())
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import EngineError
+from .fsutil import atomic_write_text
 
 FORMAT_TAG = "refusion-plan-sidecar"
 FORMAT_VERSION = 1
@@ -77,16 +77,7 @@ def write_sidecar(plan_path: str | os.PathLike, sidecar: Mapping[str, Any]) -> P
     """Write the side-car atomically beside ``plan_path``; returns its path."""
     target = sidecar_path(plan_path)
     data = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, **sidecar}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_sidecar(plan_path: str | os.PathLike) -> dict[str, Any]:

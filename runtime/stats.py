@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fsutil import atomic_write_text
 
 #: Stages timed per frame, in pipeline order. ``latency`` is capture -> written.
 STAGES = ("capture", "align", "infer", "sink", "latency")
@@ -103,16 +103,7 @@ class RunSummary:
 
 def write_json(path: str | os.PathLike, text: str) -> None:
     """Write text atomically (temp file + rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text + "\n")
 
 
 class FpsMeter:

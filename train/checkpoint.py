@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from refusion.runtime.errors import CheckpointError
+from refusion.runtime.fsutil import atomic_path
 from refusion.runtime.tasks import TASK_SOURCES, TASKS  # noqa: F401  (re-exported)
 
 from .networks import FusionConfig, FusionNet
@@ -196,16 +196,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     A kill during the write leaves the previous file intact and no partial file.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT_TAG, "version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         torch.save(data, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p
 
 
