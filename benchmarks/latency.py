@@ -73,7 +73,8 @@ MD_HEADER = (
     "| backend | graph | precision | size (HxW) | p50 ms | p90 ms | p99 ms | FPS | max err | "
     "x vs torch eager | x vs ORT default | peak MB |"
 )
-DEFAULT_PIPELINE_SOURCE = Path("/work/shared/data/ivif/TNO/seq_Tree")
+#: The project's shared data sits beside a checkout (../shared); REFUSION_SHARED overrides it.
+DEFAULT_PIPELINE_SOURCE = Path(os.environ.get("REFUSION_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "data/ivif/TNO/seq_Tree"
 
 
 @dataclass(frozen=True)

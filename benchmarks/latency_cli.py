@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import friendly_errors
+from refusion.runtime.clitools import friendly_errors, parse_size
 
 from .latency import BACKENDS, DEVICE_BACKENDS, GRAPHS, LatencyConfig
 
@@ -15,13 +15,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 def _size(text: str) -> tuple[int, int]:
     """'480x640' (HxW) -> (480, 640)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected HxW, e.g. 480x640") from None
-    if h < 16 or w < 16:
-        raise click.BadParameter(f"{text!r}: sizes below 16x16 are not supported")
-    return h, w
+    return parse_size(text, min_side=16)
 
 
 def _wh(text: str | None) -> tuple[int, int] | None:

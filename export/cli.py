@@ -12,29 +12,12 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.clitools import SizeType, friendly_errors, setup_logging
 
 TASK_CHOICES = ("ivif", "mif", "mfif", "meif")  # = refusion.train.checkpoint.TASKS (not imported: torch)
 
 
-class SizeType(click.ParamType):
-    """``HxW`` -> (H, W)."""
-
-    name = "HxW"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            h, w = (int(v) for v in str(value).lower().replace("*", "x").split("x"))
-        except ValueError:
-            self.fail(f"{value!r} is not a size like 480x640 (H x W)", param, ctx)
-        if h < 16 or w < 16:
-            self.fail(f"{value!r}: H and W must be >= 16", param, ctx)
-        return (h, w)
-
-
-SIZE = SizeType()
+SIZE = SizeType(min_side=16)
 
 
 class DefaultCommandGroup(click.Group):

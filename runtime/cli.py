@@ -13,30 +13,18 @@ from pathlib import Path
 import click
 
 from .backends import BACKENDS
-from .clitools import friendly_errors, setup_logging
+from .clitools import SizeType, friendly_errors, setup_logging
 from .pipeline import NORMALISATIONS, Reporter, RunConfig, run
 
 DEMO_OUT = Path("rfrun-demo.mp4")
 
 
-class SizeType(click.ParamType):
-    """``WxH`` (e.g. 640x480) -> (W, H)."""
-
-    name = "WxH"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            w, h = (int(v) for v in str(value).lower().split("x"))
-        except ValueError:
-            self.fail(f"{value!r} is not a size like 640x480 (width x height)", param, ctx)
-        if w < 1 or h < 1:
-            self.fail(f"{value!r}: width and height must be positive", param, ctx)
-        return (w, h)
+SIZE = SizeType()  # H x W, as in every refusion command
 
 
-SIZE = SizeType()
+def _wh(hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(H, W) from the command line -> (W, H) as OpenCV and RunConfig take it."""
+    return None if hw is None else (hw[1], hw[0])
 
 
 class TqdmReporter(Reporter):
@@ -108,7 +96,10 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.option("--ema-alpha", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="EMA smoothing factor (default: the model card's, 0.9).")
 @click.option("--size", type=SIZE, default=None,
-              help="resize both sources to WxH (with --demo: the demo frame size, default 320x240).")
+              help="resize both sources to HxW, e.g. 480x640 (with --demo: the demo frame size, default 240x320).")
+@click.option("--infer-size", type=SIZE, default=None,
+              help="run the network at this smaller HxW (faster on a CPU) and keep the frame size: the fused "
+                   "luma is upsampled, the colour comes from the full-size sources. At least 16 px per side.")
 @click.option("--homography", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON from `rfrun calibrate`: warps b onto a.")
 @click.option("--no-resize", is_flag=True, help="sources of different sizes are an error instead of resizing b.")
@@ -128,7 +119,7 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.pass_context
 @friendly_errors
 def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_side, overlay, normalisation,
-        ema_alpha, size, homography, no_resize, max_skew_ms, max_frames, fps, overwrite, stats_json, demo,
+        ema_alpha, size, infer_size, homography, no_resize, max_skew_ms, max_frames, fps, overwrite, stats_json, demo,
         frames, quiet, verbose):
     """Fuse two image streams (infrared + visible, ...) in real time with a ReFusion model.
 
@@ -141,6 +132,7 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
     """
     if ctx.invoked_subcommand is not None:
         return
+    size, infer_size = _wh(size), _wh(infer_size)
     setup_logging(verbose)
     _quiet_opencv()
     if demo:
@@ -159,7 +151,7 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
     config = RunConfig(
         a=a, b=b, model=model, backend=backend, trust_engine_code=trust_engine_code, outputs=tuple(outputs),
         show=show, view="side-by-side" if side_by_side else "fused", overlay=overlay,
-        normalisation=normalisation, ema_alpha=ema_alpha, size=size, homography=homography,
+        normalisation=normalisation, ema_alpha=ema_alpha, size=size, infer_size=infer_size, homography=homography,
         no_resize=no_resize, max_skew_ms=max_skew_ms, max_frames=max_frames, fps=fps, overwrite=overwrite,
         stats_json=stats_json,
     )
@@ -177,10 +169,10 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
               help="point pairs: JSON {\"a\": [[x, y], ...], \"b\": [[x, y], ...]} or CSV xa,ya,xb,yb.")
 @click.option("--checkerboard", nargs=2, type=click.Path(dir_okay=False, path_type=Path),
               metavar="IMAGE_A IMAGE_B", help="one image of a checkerboard from each camera.")
-@click.option("--pattern", type=SIZE, default="9x6", show_default=True,
+@click.option("--pattern", type=SIZE, default="9x6", show_default=True, metavar="COLSxROWS",
               help="checkerboard inner corners, columns x rows.")
-@click.option("--size-a", type=SIZE, help="--points: frame size of camera a (WxH), recorded so it can be rescaled.")
-@click.option("--size-b", type=SIZE, help="--points: frame size of camera b (WxH).")
+@click.option("--size-a", type=SIZE, help="--points: frame size of camera a (HxW), recorded so it can be rescaled.")
+@click.option("--size-b", type=SIZE, help="--points: frame size of camera b (HxW).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="homography JSON to write (use it with rfrun --homography).")
 @click.option("--overwrite", is_flag=True, help="replace an existing file.")
@@ -194,7 +186,7 @@ def calibrate(points, checkerboard, pattern, size_a, size_b, out, overwrite):
         raise click.UsageError("give either --points FILE or --checkerboard IMAGE_A IMAGE_B")
     if points:
         pa, pb = align.read_point_pairs(points)
-        h = align.estimate_homography(pa, pb, size_a, size_b, method=f"points ({points.name})")
+        h = align.estimate_homography(pa, pb, _wh(size_a), _wh(size_b), method=f"points ({points.name})")
     else:
         h = align.calibrate_checkerboard(read_image(checkerboard[0]), read_image(checkerboard[1]), pattern)
     align.save_homography(out, h, overwrite=overwrite)

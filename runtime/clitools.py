@@ -37,6 +37,35 @@ def setup_logging(verbose: int = 0) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+class SizeType(click.ParamType):
+    """A frame size written ``HxW`` (rows x columns, e.g. 480x640) -> (H, W).
+
+    Every refusion command writes sizes this way, as the tensor shapes (N, C, H, W)
+    and the engine profiles do.
+    """
+
+    name = "HxW"
+
+    def __init__(self, min_side: int = 1) -> None:
+        self.min_side = min_side
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            h, w = (int(v) for v in str(value).lower().replace("*", "x").split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 480x640 (height x width)", param, ctx)
+        if h < self.min_side or w < self.min_side:
+            self.fail(f"{value!r}: height and width must be at least {self.min_side}", param, ctx)
+        return (h, w)
+
+
+def parse_size(text: str, min_side: int = 1) -> tuple[int, int]:
+    """``"480x640"`` -> (480, 640); click.BadParameter when malformed."""
+    return SizeType(min_side).convert(text, None, None)
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands live in modules imported only when used.
 

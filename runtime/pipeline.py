@@ -5,6 +5,12 @@
 feeds the output-normalisation state through the colour graph as the export
 contract says (``minmax``: alpha 0 every frame; ``ema``: alpha 0 on the first frame,
 then the smoothing factor with the previous ``norm_state_out``; ``none``: (0, 1, 1)).
+
+With ``RunConfig.infer_size`` the network runs at that smaller size
+(:class:`~refusion.runtime.upsample.LowResFusion`): the downscale of both sources is
+timed in the ``align`` stage, the network in ``infer``, and the host colour work after
+it (luma upsampling, full-resolution Eq. 15 chroma, YCrCb -> BGR) in an extra ``post``
+stage that only such runs report.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import numpy as np
 
 from .align import AlignConfig, Aligner
 from .backends import Backend, open_backend
-from .errors import EngineError
+from .errors import EngineError, SizeError
 from .sinks import FolderSink, ImageSink, OutputError, Sink, VideoSink, WindowSink, compose, output_kind
 from .sources import (
     RECONNECT_DELAYS,
@@ -30,6 +36,7 @@ from .sources import (
     pair_by_name,
 )
 from .stats import STAGES, FpsMeter, RunSummary, StageTimes, write_json
+from .upsample import DEFAULT_INTERPOLATION, LowResFusion, check_infer_size
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +127,8 @@ class RunConfig:
     normalisation: str = "auto"  # auto: minmax for still images, ema for video, cameras and video output
     ema_alpha: float | None = None  # None: the model card's, else 0.9
     size: tuple[int, int] | None = None  # (W, H) to resize both sources to
+    infer_size: tuple[int, int] | None = None  # (W, H) the network runs at; the output keeps the frame size
+    infer_interpolation: str = DEFAULT_INTERPOLATION  # luma upsampling with infer_size: "linear" or "cubic"
     homography: Path | None = None  # JSON from `rfrun calibrate`, warps b onto a
     no_resize: bool = False  # sources of different sizes are an error instead of a resize
     max_skew_ms: float = 50.0  # live pairs further apart in capture time are not fused
@@ -213,11 +222,15 @@ def run(
     if config.view not in ("fused", "side-by-side"):
         raise ValueError(f"view must be fused or side-by-side, not {config.view!r}")
     aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
+    low = LowResFusion(tuple(config.infer_size), config.infer_interpolation) if config.infer_size else None
+    if low is not None:
+        check_infer_size(low.size)  # too small: fail before opening sources and the engine
     sinks: list[Sink] = _make_sinks(config)  # checks outputs (exists, type) before anything is opened
     started: list[Source] = []
     own_backend = backend is None
     be = backend
-    times = StageTimes(STAGES)
+    stages = STAGES if low is None else STAGES[:3] + ("post",) + STAGES[3:]
+    times = StageTimes(stages)
     t_start = time.perf_counter()
     try:
         model = resolve_model(config.model) if be is None else None
@@ -240,6 +253,7 @@ def run(
         pairer = Pairer(a, b, config.max_skew_ms / 1e3)
         meter = FpsMeter()
         checked: tuple[int, int] | None = None
+        use_low = False  # infer_size set and smaller than the frames
         rep.start(total, f"{labels[0]}+{labels[1]} -> {be.name}")
         t_start = time.perf_counter()
         try:
@@ -261,13 +275,17 @@ def run(
                 img_a, img_b = aligner(fa.image, fb.image)
                 hw = (img_a.shape[0], img_a.shape[1])
                 if hw != checked:
-                    be.check_size(*hw)
+                    use_low = _check_sizes(be, low, hw, rep, warn)
                     checked = hw
                     st.size = list(hw)
+                net_a, net_b = low.prepare(img_a, img_b) if use_low else (img_a, img_b)
                 t2 = time.perf_counter()
-                fused = fuser(img_a, img_b, copy=False)
+                fused = fuser(net_a, net_b, copy=False)
                 t3 = time.perf_counter()
-                fps_now = meter.tick(t3)
+                if use_low:
+                    fused = low.finish(fused, net_a, net_b, img_a, img_b)
+                t_post = time.perf_counter()
+                fps_now = meter.tick(t_post)
                 text = (
                     f"{fps_now:5.1f} FPS  latency {times.last('latency') * 1e3:4.0f} ms  "
                     f"infer {(t3 - t2) * 1e3:4.0f} ms"
@@ -280,7 +298,9 @@ def run(
                 times.add("capture", t1 - t0)
                 times.add("align", t2 - t1)
                 times.add("infer", t3 - t2)
-                times.add("sink", t4 - t3)
+                if low is not None:
+                    times.add("post", t_post - t3)
+                times.add("sink", t4 - t_post)
                 times.add("latency", time.monotonic() - min(fa.t, fb.t))
                 rep.frame(st.frames, text)
                 if any(s.stop_requested for s in sinks):
@@ -316,6 +336,27 @@ def run(
     if config.stats_json:
         write_json(config.stats_json, summary.to_json())
     return summary
+
+
+def _check_sizes(be: Backend, low: LowResFusion | None, hw: tuple[int, int], rep: Reporter, warn) -> bool:
+    """Check a new frame size (H, W) against the model and ``infer_size``; True = run at the lower size."""
+    if low is None:
+        be.check_size(*hw)
+        return False
+    check_infer_size(low.size, hw)
+    w, h = low.size
+    try:
+        be.check_size(h, w)
+    except SizeError as exc:
+        raise SizeError(f"--infer-size {h}x{w}: {exc}") from None
+    if (h, w) == tuple(hw):
+        rep.info(f"--infer-size {h}x{w} equals the frame size: the network runs at full resolution")
+        return False
+    if abs((w / h) / (hw[1] / hw[0]) - 1.0) > 0.01:
+        warn(f"--infer-size {h}x{w} has another aspect ratio than the {hw[0]}x{hw[1]} frames: the network sees "
+             "them stretched")
+    rep.info(f"network runs at {h}x{w}; fused luma upsampled ({low.interpolation}) to {hw[0]}x{hw[1]}")
+    return True
 
 
 def _close_all(sinks: Sequence[Sink], sources: Sequence[Source], backend: Backend | None) -> None:

@@ -22,7 +22,7 @@ def test_default_command_and_clean_errors(tmp_path):
     r = CliRunner().invoke(main, [str(tmp_path / "missing.pt")])
     assert r.exit_code == 2 and "does not exist" in r.output
     r = CliRunner().invoke(main, ["engine", str(bad), "--max-size", "12x12"])
-    assert r.exit_code == 2 and "H and W must be >= 16" in r.output
+    assert r.exit_code == 2 and "must be at least 16" in r.output
 
 
 def test_cli_export_writes_files_and_hint(tmp_path, official):

@@ -132,7 +132,7 @@ def test_cli_help_and_bad_input(checkpoint):
     res = runner.invoke(main, ["latency", "--help"])
     assert res.exit_code == 0 and "--pipeline" in res.output
     res = runner.invoke(main, ["latency", "--model", str(checkpoint), "--size", "banana"])
-    assert res.exit_code != 0 and "HxW" in res.output
+    assert res.exit_code != 0 and "height x width" in res.output
     assert "Traceback" not in res.output
 
 

@@ -129,7 +129,7 @@ def test_demo_cli_writes_video(tmp_path: Path, standin: Path) -> None:
     from refusion.runtime.cli import cli
 
     out, stats = tmp_path / "demo.mp4", tmp_path / "stats.json"
-    args = ["--demo", "--frames", "8", "--size", "96x64", "-m", str(standin), "-o", str(out),
+    args = ["--demo", "--frames", "8", "--size", "64x96", "-m", str(standin), "-o", str(out),
             "--stats-json", str(stats), "--side-by-side", "--overlay", "-q"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -255,7 +255,7 @@ def test_camera_dropout_retries_then_stops_cleanly(tmp_path: Path) -> None:
 
 def test_ctrl_c_leaves_playable_video(tmp_path: Path, standin: Path) -> None:
     out = tmp_path / "long.mp4"
-    cmd = [sys.executable, "-m", "refusion.runtime.cli", "--demo", "--frames", "100000", "--size", "64x48",
+    cmd = [sys.executable, "-m", "refusion.runtime.cli", "--demo", "--frames", "100000", "--size", "48x64",
            "-m", str(standin), "-o", str(out), "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / ".long.partial.mp4"
