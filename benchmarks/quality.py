@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +30,7 @@ import numpy as np
 
 from refusion.runtime._deps import require
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
-from refusion.runtime.imageio import IMAGE_SUFFIXES, read_image, write_image
+from refusion.runtime.imageio import pair_folders, read_image, write_image
 
 from . import metrics as M
 from .baselines import check_pair, compose_colour, get_baseline, to_uint8, ycrcb01
@@ -123,46 +122,18 @@ def find_pairs(data: str | Path, task: str) -> list[Pair]:
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
     role_a, role_b = TASK_ROLES[task]
-    found = {}
     for role in (role_a, role_b):
-        d = root / role
-        if not d.is_dir():
+        if not (root / role).is_dir():
             have = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise DataError(
                 f"{root} has no '{role}' folder; task {task} needs '{role_a}' and '{role_b}' "
                 f"(found: {', '.join(have) or 'no folders'})"
             )
-        files = sorted(
-            (f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), key=lambda f: _natural(f.name)
-        )
-        if not files:
-            raise DataError(f"no images in {d}")
-        by_stem: dict[str, Path] = {}
-        for f in files:
-            if f.stem in by_stem:
-                raise DataError(f"two images named {f.stem} in {d}: {by_stem[f.stem].name}, {f.name}")
-            by_stem[f.stem] = f
-        found[role] = by_stem
-    a, b = found[role_a], found[role_b]
-    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-    if only_a or only_b:
-        parts = []
-        if only_a:
-            parts.append(f"only in {role_a}/: {_few(only_a)}")
-        if only_b:
-            parts.append(f"only in {role_b}/: {_few(only_b)}")
-        raise DataError(f"unpaired images in {root}: " + "; ".join(parts))
-    names = sorted(a, key=_natural)
-    return [Pair(n, a[n], b[n]) for n in names]
-
-
-def _natural(name: str) -> tuple:
-    """Natural sort key ('frame2' before 'frame10') whose elements always compare (int with int)."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t)
-
-
-def _few(items: list[str], n: int = 10) -> str:
-    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+    try:
+        pairs = pair_folders(root / role_a, root / role_b)
+    except DataError as exc:
+        raise DataError(f"{root}: {exc}") from None
+    return [Pair(n, pa, pb) for n, pa, pb in pairs]
 
 
 def source_grey(bgr: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
+from .errors import DataError, ImageReadError
 from .fsutil import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -81,4 +81,38 @@ def natural_key(path: Path) -> tuple:
 
     parts = [t for t in re.split(r"(\d+)", path.stem) if t]
     key = tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in parts)
-    return key + ((2, 0, path.suffix.lower()),)
+    return (key, path.suffix.lower())  # "Candle" before "Candle2", whatever the suffix
+
+
+def pair_folders(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """(name, path_a, path_b) for every file stem present in both folders, in natural order.
+
+    Raises DataError for a missing folder, a folder without images, two images with
+    the same stem in one folder, or names found in only one folder (they are listed,
+    each side prefixed by its folder's name, e.g. "only in ir/: 00012N").
+    """
+    found = []
+    for d in (Path(dir_a), Path(dir_b)):
+        if not d.is_dir():
+            raise DataError(f"folder not found: {d}")
+        files = list_images(d)
+        if not files:
+            raise DataError(f"no images in {d}")
+        by_stem: dict[str, Path] = {}
+        for f in files:
+            if f.stem in by_stem:
+                raise DataError(f"two images named {f.stem} in {d}: {by_stem[f.stem].name}, {f.name}")
+            by_stem[f.stem] = f
+        found.append((d, by_stem))
+    (da, a), (db, b) = found
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        parts = [f"only in {d.name}/: {_few(names)}" for d, names in ((da, only_a), (db, only_b)) if names]
+        raise DataError(
+            f"unpaired images (pairs need the same file name in both folders): {'; '.join(parts)}"
+        )
+    return [(f.stem, f, b[f.stem]) for f in a.values()]
+
+
+def _few(items: list[str], n: int = 10) -> str:
+    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")

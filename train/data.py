@@ -19,7 +19,7 @@ import numpy as np
 
 from refusion.runtime.colour import luma_bgr
 from refusion.runtime.errors import DataError, SizeError
-from refusion.runtime.imageio import list_images, read_image
+from refusion.runtime.imageio import pair_folders, read_image
 
 PHASE_IDS = {"meta": 1, "fusion": 2, "val": 3, "synth": 4}
 
@@ -52,27 +52,7 @@ def find_pairs(a_dir: str | Path, b_dir: str | Path) -> list[tuple[str, Path, Pa
     Raises DataError for a missing or empty folder, and for names found in only one
     folder (listing them).
     """
-    da, db = _folder(a_dir, "source-a"), _folder(b_dir, "source-b")
-    fa, fb = list_images(da), list_images(db)
-    if not fa:
-        raise DataError(f"no images in {da}")
-    if not fb:
-        raise DataError(f"no images in {db}")
-    ma, mb = {f.stem: f for f in fa}, {f.stem: f for f in fb}
-    only_a = sorted(set(ma) - set(mb))
-    only_b = sorted(set(mb) - set(ma))
-    if only_a or only_b:
-        parts = []
-        if only_a:
-            parts.append(f"only in {da}: {_few(only_a)}")
-        if only_b:
-            parts.append(f"only in {db}: {_few(only_b)}")
-        raise DataError("unpaired images (pairs need the same file name in both folders): " + "; ".join(parts))
-    return [(f.stem, f, mb[f.stem]) for f in fa]
-
-
-def _few(items: list[str], n: int = 8) -> str:
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+    return pair_folders(a_dir, b_dir)
 
 
 def read_y(path: Path) -> np.ndarray:
