@@ -14,7 +14,7 @@ Run::
 
     python -m refusion.benchmarks.infer_size --sizes 240x320,360x480 --repeats 7
 
-Sizes are given as HxW here (``rfrun --infer-size`` takes WxH).
+Sizes are given as HxW, as in every refusion command (``rfrun --infer-size 240x320``).
 """
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         ih, iw = r["infer_size_hw"]
-        opt = "" if r["variant"] == "full" else f"`--infer-size {iw}x{ih}`"
+        opt = "" if r["variant"] == "full" else f"`--infer-size {ih}x{iw}`"
         s = r["stage_median_ms"]
         psnr_b = "-" if r["psnr_bgr_db"] is None else f"{r['psnr_bgr_db']:.2f}"
         psnr_y = "-" if r["psnr_luma_db"] is None else f"{r['psnr_luma_db']:.2f}"
