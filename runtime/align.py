@@ -129,7 +129,7 @@ class Aligner:
         elif (ha, wa) != (hb, wb):
             if self.config.no_resize:
                 raise SizeError(
-                    f"sources differ in size: a is {wa}x{ha}, b is {wb}x{hb} (WxH); drop --no-resize to resize "
+                    f"sources differ in size: a is {ha}x{wa}, b is {hb}x{wb} (HxW); drop --no-resize to resize "
                     "b to a, or give --homography to warp b onto a"
                 )
             key = ("resize", wa, ha, wb, hb)

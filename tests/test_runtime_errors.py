@@ -74,7 +74,7 @@ def test_sources_of_different_sizes(tmp_path: Path, standin: Path) -> None:
     res = rfrun("--ir", a, "--vis", b, "-m", standin, "-o", tmp_path / "o1", "-q")
     assert res.exit_code == 0 and "resizing b to 32x24" in res.output
     res = rfrun("--ir", a, "--vis", b, "-m", standin, "-o", tmp_path / "o2.mp4", "--no-resize")
-    assert res.exit_code == 1 and "sources differ in size: a is 32x24, b is 64x48" in res.output
+    assert res.exit_code == 1 and "sources differ in size: a is 24x32, b is 48x64" in res.output
     assert not (tmp_path / "o2.mp4").exists() and no_partials(tmp_path)
 
 
@@ -106,7 +106,7 @@ def test_frame_size_outside_engine_profile(tmp_path: Path, standin: Path) -> Non
     be.size_limits = ((64, 64), (128, 128))
     out = tmp_path / "x.mp4"
     config = pipeline.RunConfig(a=frames(tmp_path / "a", 2), b=frames(tmp_path / "b", 2), outputs=(out,))
-    with pytest.raises(SizeError, match=r"frame size 32x24 \(WxH\) is outside the engine profile 64x64 .. 128x128"):
+    with pytest.raises(SizeError, match=r"frame size 24x32 \(HxW\) is outside the engine profile 64x64 .. 128x128"):
         pipeline.run(config, backend=be)
     assert not out.exists() and no_partials(tmp_path)
 

@@ -78,8 +78,8 @@ class Backend(ABC):
         (hmin, wmin), (hmax, wmax) = self.size_limits
         if not (hmin <= height <= hmax and wmin <= width <= wmax):
             raise SizeError(
-                f"frame size {width}x{height} (WxH) is outside the engine profile "
-                f"{wmin}x{hmin} .. {wmax}x{hmax}: resize the sources with --size WxH, or rebuild the "
+                f"frame size {height}x{width} (HxW) is outside the engine profile "
+                f"{hmin}x{wmin} .. {hmax}x{wmax}: resize the sources with --size HxW, or rebuild the "
                 f"engine with a profile that covers it (rfexport engine MODEL.fp16.onnx --max-size ...)"
             )
 
