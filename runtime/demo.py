@@ -174,21 +174,24 @@ class DemoSource(Source):
 
 
 def demo_spec(which: str, frames: int = DEFAULT_FRAMES, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> str:
-    """The source string for the demo, e.g. ``demo:ir?frames=60&size=320x240&seed=0``."""
-    return f"demo:{which}?frames={frames}&size={size[0]}x{size[1]}&seed={seed}"
+    """The source string for the demo, e.g. ``demo:ir?frames=60&size=240x320&seed=0``.
+
+    ``size`` is (W, H) as OpenCV takes it; the string writes it HxW like every refusion option.
+    """
+    return f"demo:{which}?frames={frames}&size={size[1]}x{size[0]}&seed={seed}"
 
 
 def demo_source(spec: str, role: str = "") -> DemoSource:
-    """Parse ``demo:ir?frames=N&size=WxH&seed=S`` (options optional) into a DemoSource."""
+    """Parse ``demo:ir?frames=N&size=HxW&seed=S`` (options optional) into a DemoSource."""
     body = spec[len("demo:"):]
     which, _, query = body.partition("?")
     opts = {k: v[-1] for k, v in parse_qs(query).items()}
     try:
         frames = int(opts.get("frames", DEFAULT_FRAMES))
-        w, h = (int(v) for v in opts.get("size", f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}").lower().split("x"))
+        h, w = (int(v) for v in opts.get("size", f"{DEFAULT_SIZE[1]}x{DEFAULT_SIZE[0]}").lower().split("x"))
         seed = int(opts.get("seed", 0))
     except ValueError:
-        raise SourceError(f"cannot parse demo source {spec!r}; expected demo:ir?frames=60&size=320x240&seed=0") from None
+        raise SourceError(f"cannot parse demo source {spec!r}; expected demo:ir?frames=60&size=240x320&seed=0") from None
     if frames < 1:
         raise SourceError(f"demo source needs at least one frame, got frames={frames}")
     return DemoSource(which, frames, (w, h), seed, role)
