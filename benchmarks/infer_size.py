@@ -185,7 +185,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"- load average (1, 5, 15 min) at start {[round(v, 2) for v in host['loadavg_start']]}, "
         f"at end {[round(v, 2) for v in host['loadavg_end']]} (machine shared with other jobs)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
-        f"- pair: `{cfg['ir']}` + `{cfg['vis']}` ({w}x{h}); normalisation {cfg['normalisation']}; "
+        f"- pair: `{cfg['ir']}` + `{cfg['vis']}` ({h}x{w}, HxW); normalisation {cfg['normalisation']}; "
         f"luma upsampling {cfg['interpolation']}",
         f"- {cfg['repeats']} timed repetitions per variant after {cfg['warmup']} warm-up, interleaved "
         "(order rotated each repetition); time = whole frame (downscale + colour graph + upsampling/colour work)",

@@ -135,7 +135,7 @@ class Aligner:
             key = ("resize", wa, ha, wb, hb)
             if key not in self._warned:
                 self._warned.add(key)
-                self.warn(f"sources differ in size (a {wa}x{ha}, b {wb}x{hb}); resizing b to {wa}x{ha}")
+                self.warn(f"sources differ in size (a {ha}x{wa}, b {hb}x{wb}, HxW); resizing b to {ha}x{wa}")
             b = _resize(b, (wa, ha))
         if self.config.size is not None and (wa, ha) != tuple(self.config.size):
             a, b = _resize(a, self.config.size), _resize(b, self.config.size)

@@ -38,7 +38,7 @@ class DemoScene:
 
     def __init__(self, width: int = DEFAULT_SIZE[0], height: int = DEFAULT_SIZE[1], seed: int = 0) -> None:
         if width < 32 or height < 32:
-            raise SourceError(f"demo frames must be at least 32x32, got {width}x{height}")
+            raise SourceError(f"demo frames must be at least 32x32, got {height}x{width} (HxW)")
         self.w, self.h, self.seed = int(width), int(height), int(seed)
         rng = np.random.default_rng(self.seed)
         self.horizon = int(self.h * 0.42)

@@ -86,7 +86,7 @@ class VideoSink(Sink):
         if not writer.isOpened():
             writer.release()
             self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot write video {self.path} (codec {self.codec}, {w}x{h}) with this OpenCV build")
+            raise OutputError(f"cannot write video {self.path} (codec {self.codec}, {h}x{w} HxW) with this OpenCV build")
         self._writer = writer
 
     def write(self, frame: np.ndarray, name: str) -> None:

@@ -35,7 +35,7 @@ def test_resize_and_no_resize() -> None:
     al = Aligner(AlignConfig(), warnings.append)
     _, b2 = al(a, b)
     al(a, b)
-    assert b2.shape == a.shape and len(warnings) == 1 and "resizing b to 32x24" in warnings[0]
+    assert b2.shape == a.shape and len(warnings) == 1 and "resizing b to 24x32" in warnings[0]
     with pytest.raises(SizeError, match="a is 24x32, b is 48x64"):
         Aligner(AlignConfig(no_resize=True))(a, b)
     a3, b3 = Aligner(AlignConfig(size=(16, 12)))(a, a.copy())

@@ -72,7 +72,7 @@ def test_frame_that_fails_to_decode_is_skipped(tmp_path: Path, standin: Path) ->
 def test_sources_of_different_sizes(tmp_path: Path, standin: Path) -> None:
     a, b = frames(tmp_path / "a", 2, 24, 32), frames(tmp_path / "b", 2, 48, 64)
     res = rfrun("--ir", a, "--vis", b, "-m", standin, "-o", tmp_path / "o1", "-q")
-    assert res.exit_code == 0 and "resizing b to 32x24" in res.output
+    assert res.exit_code == 0 and "resizing b to 24x32" in res.output
     res = rfrun("--ir", a, "--vis", b, "-m", standin, "-o", tmp_path / "o2.mp4", "--no-resize")
     assert res.exit_code == 1 and "sources differ in size: a is 24x32, b is 48x64" in res.output
     assert not (tmp_path / "o2.mp4").exists() and no_partials(tmp_path)

@@ -192,5 +192,5 @@ def test_infer_size_outside_engine_profile(tmp_path: Path, standin: Path) -> Non
     be = open_backend(standin, "ort-cpu")
     be.size_limits = ((32, 32), (64, 64))  # as a TensorRT plan's profile (H, W)
     config = RunConfig(a=str(ir), b=str(vis), outputs=(tmp_path / "out",), infer_size=(32, 24))
-    with pytest.raises(SizeError, match=r"--infer-size 32x24.*engine profile"):
+    with pytest.raises(SizeError, match=r"--infer-size 24x32.*engine profile"):
         run(config, backend=be)
