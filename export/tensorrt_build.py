@@ -196,7 +196,9 @@ def import_tensorrt_builder() -> Any:
 
 
 def _parse_onnx_io(onnx_path: Path) -> tuple[str, str, dict]:
-    """(graph kind, precision, model card dict) from the ONNX metadata, without importing onnx."""
+    """(graph kind, precision, model card dict) from the ONNX metadata (onnx, else onnxruntime)."""
+    if not onnx_path.is_file():
+        raise EngineError(f"ONNX model not found: {onnx_path}")
     try:
         import onnx
 
@@ -206,7 +208,15 @@ def _parse_onnx_io(onnx_path: Path) -> tuple[str, str, dict]:
         from refusion.runtime._deps import require
 
         ort = require("onnxruntime", "reading the ONNX model card")
-        meta_map = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        try:
+            sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises untyped errors for bad files
+            raise EngineError(f"{onnx_path} is not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+        meta_map = sess.get_modelmeta().custom_metadata_map
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        raise EngineError(
+            f"{onnx_path} is not a readable ONNX model ({type(exc).__name__}); give an rfexport .onnx file"
+        ) from None
     meta = read_onnx_metadata(meta_map, onnx_path.name)
     return meta.graph, meta.precision, meta.card.to_dict()
 

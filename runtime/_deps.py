@@ -25,7 +25,9 @@ def require(module: str, feature: str = "") -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        hint = _HINTS.get(module, f"pip install {module.split('.')[0]}")
+        # the hint of the longest listed parent ("cuda.bindings" for "cuda.bindings.runtime")
+        parents = [module.rsplit(".", i)[0] for i in range(module.count(".") + 1)]
+        hint = next((_HINTS[p] for p in parents if p in _HINTS), f"pip install {module.split('.')[0]}")
         what = f" (needed for {feature})" if feature else ""
         raise MissingDependencyError(f"{module} is not installed{what}: {hint}") from exc
 

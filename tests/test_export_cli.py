@@ -35,3 +35,11 @@ def test_cli_export_writes_files_and_hint(tmp_path, official):
     assert (tmp_path / "ReFusion_MEIF.onnx").is_file() and (tmp_path / "ReFusion_MEIF.colour.onnx").is_file()
     r = CliRunner().invoke(main, [str(official / "ReFusion_MEIF.pth"), "--task", "meif", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "--overwrite" in r.output
+
+
+def test_engine_rejects_a_file_that_is_not_onnx(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("hello, not a protobuf\n")
+    r = CliRunner().invoke(main, ["engine", str(bad)])
+    assert r.exit_code == 1 and "is not a readable ONNX model" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -214,3 +214,11 @@ def test_show_without_gui_support(tmp_path: Path, standin: Path) -> None:
         pytest.skip("this OpenCV has GUI support; the headless message is not reachable")
     res = rfrun("--demo", "--frames", "2", "-m", standin, "--show")
     assert res.exit_code == 1 and "pip install opencv-python" in res.output
+
+
+def test_checkpoint_given_as_model_says_to_export(tmp_path: Path) -> None:
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not really a checkpoint")
+    res = rfrun("--demo", "-m", ckpt, "-o", tmp_path / "x.mp4")
+    assert res.exit_code == 1 and "export it first with `rfexport" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "x.mp4").exists()

@@ -139,6 +139,8 @@ def torch_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{p} is not a PyTorch checkpoint ({msg})") from exc
     except Exception as exc:  # unpickling errors come in many types
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, (KeyError, EOFError, ValueError, UnicodeDecodeError)):
+            msg = "not a pickle or zip archive"
         low = msg.lower()
         if "weights_only" in low or "weights only" in low or "unsupported global" in low:
             raise CheckpointError(

@@ -50,6 +50,11 @@ def open_backend(model: str | Path, backend: str = "auto", trust_engine_code: bo
     model = Path(model)
     if not model.is_file():
         raise EngineError(f"model not found: {model}")
+    if model.suffix.lower() in (".pt", ".pth"):
+        raise EngineError(
+            f"{model} is a PyTorch checkpoint; rfrun runs the colour ONNX graph or a TensorRT plan: "
+            f"export it first with `rfexport {model}` and pass {model.stem}.colour.onnx"
+        )
     be = make_backend(model, backend, trust_engine_code)
     try:
         be.open()
