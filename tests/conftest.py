@@ -50,3 +50,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA; none found"))
         if "slow" in item.keywords and not config.getoption("-m"):
             item.add_marker(pytest.mark.skip(reason="slow test: run with -m slow"))
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Run a test with one torch thread: on the shared 2-core machine one thread is ~10x faster than two."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,12 +21,7 @@ from refusion.train.synth import synthesize_pairs
 from refusion.train.trainer import RunDirError, TrainingDiverged, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def make_dataset(root: Path, n_train: int = 3, n_test: int = 2, size=(40, 36), roles=("ir", "vis")) -> Path:

@@ -12,13 +12,7 @@ from refusion.train.meta import (
 from refusion.train.trainer import build_networks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared: one thread is ~10x faster than two here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_nets(seed: int = 0):
