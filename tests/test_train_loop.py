@@ -18,7 +18,7 @@ from refusion.train.cli import main as rftrain
 from refusion.train.config import TrainConfig, preset_config
 from refusion.train.data import BatchSampler, find_pairs, fit_to_crop, load_training_data
 from refusion.train.synth import synthesize_pairs
-from refusion.train.trainer import RunDirError, TrainingDiverged, train
+from refusion.train.trainer import RunDirError, Trainer, TrainingDiverged, build_networks, train
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -198,8 +198,13 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        cfg = tiny_config(Path(root), epochs=1, meta_steps=1, fusion_steps=2)
-        train(cfg, out, dist=DistInfo(rank, world))
+        cfg = tiny_config(Path(root), epochs=1, meta_steps=2, fusion_steps=2, outer_accum=1)
+        trainer = Trainer(cfg, out, dist=DistInfo(rank, world))
+        trainer.run()
+        weights = {f"{name}.{k}": v.detach().clone() for name, m in
+                   (("F", trainer.fusion), ("P", trainer.proposal), ("R", trainer.recon))
+                   for k, v in m.state_dict().items()}
+        torch.save(weights, Path(out) / f"rank{rank}_weights.pt")
     finally:
         tdist.destroy_process_group()
 
@@ -212,7 +217,52 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(root), str(tmp_path / "ddp")), nprocs=2)
     assert (tmp_path / "ddp" / "last.pt").is_file()
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
-    assert ck["position"]["global_step"] == 3
+    assert ck["position"]["global_step"] == 4
+    # Each rank trains on its own batches; the averaged gradients keep F, P and R identical.
+    w0, w1 = (torch.load(tmp_path / "ddp" / f"rank{r}_weights.pt") for r in (0, 1))
+    start = build_networks(tiny_config(root))
+    moved = {f"{n}.{k}" for n, m in zip("FPR", start) for k, v in m.state_dict().items()
+             if not torch.equal(v, w0[f"{n}.{k}"])}
+    assert {k[0] for k in moved} == {"F", "P", "R"}  # every network was trained
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_meta_phase_feeds_distinct_meta_train_and_meta_test_batches(tmp_path, monkeypatch):
+    from refusion.train import meta
+
+    root = make_dataset(tmp_path / "d")
+    calls = []
+    real = meta.MetaLearner.meta_step
+
+    def spy(self, tx, tt, vx, vt):
+        calls.append((tx.clone(), tt.clone(), vx.clone(), vt.clone()))
+        return real(self, tx, tt, vx, vt)
+
+    monkeypatch.setattr(meta.MetaLearner, "meta_step", spy)
+    train(tiny_config(root, epochs=1, meta_steps=2, fusion_steps=0, val_pairs=0), tmp_path / "run")
+    assert len(calls) == 2
+    batches = [c[k] for c in calls for k in (0, 2)]  # meta-train, meta-test of each step
+    for i in range(len(batches)):
+        for j in range(i + 1, len(batches)):
+            assert not torch.equal(batches[i], batches[j])  # consecutive mini-batches, none reused
+    for tx, tt, vx, vt in calls:
+        half = tx.shape[0] // 2  # second half: the same pairs with a and b swapped for F; targets stay (a, b)
+        for x, t in ((tx, tt), (vx, vt)):
+            assert torch.equal(x[:half], t[:half]) and torch.equal(x[half:], t[half:].flip(1))
+            assert torch.equal(t[:half], t[half:])
+
+
+def test_step_lr_decays_f_r_and_p_and_the_inner_step(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    res = train(tiny_config(root, epochs=3, lr_step=1, lr_gamma=0.5, outer_accum=1, val_pairs=0), tmp_path / "run")
+    meta_rows = [r for r in res.history if r["phase"] == "meta"]
+    assert [r["lr"] for r in meta_rows] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    # maxnorm: each P update moves P by exactly p_lr x the epoch's factor
+    assert [r["p_update"] for r in meta_rows] == pytest.approx([1e-2, 1e-2, 5e-3, 5e-3, 2.5e-3, 2.5e-3], rel=1e-3)
+    learner = load_checkpoint(tmp_path / "run" / "last.pt")["learner"]
+    assert learner["opt_f"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
+    assert learner["opt_r"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
 
 
 def test_cli_multifocus_from_synthetic_pairs(tmp_path):

@@ -63,7 +63,9 @@ def _opt(*names: str, **kw: Any):
 @_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
 @click.option("--alpha1-ramp", is_flag=True, default=None, help="Quirk of the released schedule: alpha1 = epoch/L.")
 @click.option("--leak-fusion-grad", is_flag=True, default=None, help="Quirk: dL_f/dP leaks into P's gradient.")
-@click.option("--first-order", is_flag=True, default=None, help="Ablation: no second-order path (P does not learn).")
+@_opt("--meta-grad", type=click.Choice(["jvp", "double_backward", "none"]),
+      help="P's meta-gradient: jvp (exact, default), double_backward (exact, slower), none (ablation: P gets none).")
+@_opt("--log-every", type=int, help="Read losses from the device and log them every this many steps.")
 @_opt("--fusion-dim", type=int, help="Width of F (16 = the released networks).")
 @_opt("--aux-dim", type=int, help="Width of P and R.")
 @_opt("--seed", type=int, help="Random seed (a CPU run is deterministic).")

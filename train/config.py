@@ -66,7 +66,8 @@ class TrainConfig:
     alpha2: float = 1.0  # weight of the gradient term of L_r
     alpha1_ramp: bool = False  # quirk of the released schedule: alpha1 = (epoch+1)/L
     leak_fusion_grad: bool = False  # quirk: dL_f/dth_P leaks into P's meta gradient
-    first_order: bool = False  # drop the second-order path (P then gets no meta gradient; ablation)
+    meta_grad: str = "jvp"  # P's meta-gradient: jvp (exact, fast) | double_backward (exact, slow) | none (ablation)
+    log_every: int = 10  # losses are read from the device (a host sync) only every this many steps
     # --- networks (defaults = the released F; smaller only for tests) ---
     fusion_dim: int = 16
     fusion_heads: int = 8
@@ -98,6 +99,10 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0 or self.p_lr < 0 or self.inner_lr < 0:
             raise ConfigError("learning rates must be positive")
+        if self.meta_grad not in ("jvp", "double_backward", "none"):
+            raise ConfigError(f"meta-grad must be jvp, double_backward or none, got {self.meta_grad!r}")
+        if self.log_every < 1:
+            raise ConfigError(f"log-every must be at least 1, got {self.log_every}")
         if self.p_optimizer not in ("maxnorm", "adam"):
             raise ConfigError(f"p-optimizer must be maxnorm or adam, got {self.p_optimizer!r}")
         if self.best_metric not in ("en", "sd", "sf", "ag"):

@@ -207,10 +207,26 @@ class TwoInputFusion(nn.Module):
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 
+_SOBEL_CACHE: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def sobel_kernels(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The (2, 1, 3, 3) Sobel x/y kernels, built once per dtype and device.
+
+    Building them from a Python list on every call would copy host memory to the
+    device (a synchronisation) inside every training step.
+    """
+    key = (dtype, device)
+    k = _SOBEL_CACHE.get(key)
+    if k is None:
+        kx = torch.tensor(SOBEL_X, dtype=dtype)
+        k = _SOBEL_CACHE[key] = torch.stack([kx, kx.t()]).unsqueeze(1).to(device)
+    return k
+
+
 def sobel_magnitude(x: Tensor) -> Tensor:
     """|Sx * x| + |Sy * x| per channel, zero padding 1 (the gradient used in every loss)."""
-    kx = torch.tensor(SOBEL_X, dtype=x.dtype, device=x.device)
-    k = torch.stack([kx, kx.t()]).unsqueeze(1)  # (2, 1, 3, 3)
+    k = sobel_kernels(x.dtype, x.device)
     c = x.shape[1]
     g = F.conv2d(x.reshape(-1, 1, *x.shape[2:]), k, padding=1)
     return g.abs().sum(dim=1).reshape(x.shape[0], c, *x.shape[2:])

@@ -34,7 +34,7 @@ from refusion.runtime.errors import CheckpointError, RefusionError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import BatchSampler, PairSet, load_training_data
-from .meta import MetaLearner
+from .meta import MetaConfig, MetaLearner
 from .networks import FusionConfig, FusionNet, LossProposalNet, ReconstructionNet
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,15 @@ def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
     return torch.device(name)
 
 
+def meta_config(config: TrainConfig) -> MetaConfig:
+    """The learner's frozen config from a training config (0 there means "unset")."""
+    return MetaConfig(
+        lr=config.lr, p_lr=config.p_lr or None, p_optimizer=config.p_optimizer, outer_accum=config.outer_accum,
+        inner_lr=config.inner_lr or None, alpha1=config.alpha1, alpha2=config.alpha2,
+        meta_grad=config.meta_grad, leak_fusion_grad=config.leak_fusion_grad,
+    )
+
+
 def build_networks(config: TrainConfig) -> tuple[FusionNet, LossProposalNet, ReconstructionNet]:
     fc = FusionConfig(config.fusion_dim, config.fusion_heads, config.fusion_encoder_blocks, config.fusion_decoder_blocks)
     torch.manual_seed(config.seed)
@@ -105,12 +114,19 @@ def build_networks(config: TrainConfig) -> tuple[FusionNet, LossProposalNet, Rec
 
 
 def _all_reduce_mean(world: int) -> Callable[[list[torch.Tensor]], None]:
+    """Average a list of gradient tensors across ranks with ONE all-reduce of a flat bucket."""
     import torch.distributed as tdist
 
     def reduce(tensors: list[torch.Tensor]) -> None:
+        if not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+        flat.div_(world)
+        offset = 0
         for t in tensors:
-            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-            t.div_(world)
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
     return reduce
 
@@ -154,12 +170,9 @@ class Trainer:
             for m in (self.fusion, self.proposal, self.recon):
                 for t in m.parameters():
                     tdist.broadcast(t.data, 0)
-        self.learner = MetaLearner(
-            self.fusion, self.proposal, self.recon, config.lr, config.p_step, config.p_optimizer,
-            config.outer_accum, config.alpha1, config.alpha2, not config.first_order,
-            config.leak_fusion_grad, reduce,
-        )
-        self.learner.inner_lr = config.inner_lr
+        self.learner = MetaLearner(self.fusion, self.proposal, self.recon, meta_config(config), reduce)
+        self._pending: list[dict[str, Any]] = []  # step rows whose losses are still device tensors
+        self._pending_t0 = time.perf_counter()
         self.epoch, self.phase, self.step, self.global_step = 0, "meta", 0, 0
         self.best_value: float | None = None
         self.last_path: Path | None = None
@@ -216,6 +229,7 @@ class Trainer:
         }
 
     def save(self, extra_names: tuple[str, ...] = ()) -> None:
+        self._flush()  # the log must hold every step the checkpoint holds (and nothing diverged)
         if not self.dist.main:
             return
         payload = self._payload()
@@ -302,12 +316,15 @@ class Trainer:
 
     # ----- the loop -----
     def _tensor(self, arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)  # no host sync per batch
+        return t.to(self.device)
 
-    def _check_finite(self, info: dict[str, float]) -> None:
+    def _check_finite(self, info: dict[str, float], row_step: int) -> None:
         bad = {k: v for k, v in info.items() if k.startswith(("loss", "meta_loss")) and not math.isfinite(v)}
         if bad:
-            where = f"epoch {self.epoch + 1}, {self.phase} step {self.step + 1} (global step {self.global_step + 1})"
+            where = f"epoch {self.epoch + 1}, {self.phase} step {row_step} (global step {info['global_step']})"
             last = f"last good checkpoint: {self.last_path}" if self.last_path else "no checkpoint was written yet"
             raise TrainingDiverged(
                 f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at {where}; {last}"
@@ -316,15 +333,35 @@ class Trainer:
     def _limit_reached(self) -> bool:
         return bool(self.config.max_steps) and self.global_step >= self.config.max_steps
 
-    def _after_step(self, info: dict[str, float], t0: float) -> None:
-        self._check_finite(info)
-        row = {"global_step": self.global_step + 1, "epoch": self.epoch + 1, "phase": self.phase,
-               "step": self.step + 1, "lr": self.learner.lr_e, **info, "seconds": round(time.perf_counter() - t0, 4)}
+    def _after_step(self, info: dict[str, torch.Tensor]) -> None:
+        """Queue the step's row; its device tensors are read only when the queue is flushed."""
+        self._pending.append({"global_step": self.global_step + 1, "epoch": self.epoch + 1, "phase": self.phase,
+                              "step": self.step + 1, "lr": self.learner.lr_e, **info})
         self.step += 1
         self.global_step += 1
-        self._log(row)
+        if len(self._pending) >= self.config.log_every:
+            self._flush()
         if self.config.ckpt_every and self.global_step % self.config.ckpt_every == 0:
             self.save()
+
+    def _flush(self) -> None:
+        """Read the queued losses (one host sync), check them, log them. ``seconds`` is the
+        mean wall time per step since the last flush (steps of one flush share a phase)."""
+        rows, self._pending = self._pending, []
+        now = time.perf_counter()
+        if not rows:
+            self._pending_t0 = now
+            return
+        keys = [(i, k) for i, r in enumerate(rows) for k, v in r.items() if isinstance(v, torch.Tensor)]
+        values = torch.stack([rows[i][k].float() for i, k in keys]).tolist() if keys else []
+        for (i, k), v in zip(keys, values):
+            rows[i][k] = v
+        per_step = round((now - self._pending_t0) / len(rows), 4)
+        self._pending_t0 = now
+        for row in rows:
+            row["seconds"] = per_step
+            self._check_finite(row, row["step"])
+            self._log(row)
 
     def run(self) -> TrainResult:
         c = self.config
@@ -358,21 +395,21 @@ class Trainer:
             while self.step < c.meta_steps:
                 if self._limit_reached():
                     return
-                t0 = time.perf_counter()
                 j = self.step
                 tx, tt = self.sampler.batch(self.epoch, "meta", 2 * j, c.meta_crop_size)
                 vx, vt = self.sampler.batch(self.epoch, "meta", 2 * j + 1, c.meta_crop_size)
                 info = self.learner.meta_step(self._tensor(tx), self._tensor(tt), self._tensor(vx), self._tensor(vt))
-                self._after_step(info, t0)
+                self._after_step(info)
+            self._flush()
             self.phase, self.step = "fusion", 0
         if self.phase == "fusion":
             while self.step < c.fusion_steps:
                 if self._limit_reached():
                     return
-                t0 = time.perf_counter()
                 x, t = self.sampler.batch(self.epoch, "fusion", self.step, c.crop)
                 info = self.learner.fusion_step(self._tensor(x), self._tensor(t))
-                self._after_step(info, t0)
+                self._after_step(info)
+            self._flush()
             self.phase, self.step = "end", 0
         # epoch end: validation, panel, checkpoints
         val = self.validate() if self.dist.main else {}
