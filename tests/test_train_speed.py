@@ -1,4 +1,4 @@
-"""rfbench train on a tiny size: runs, reports both step times and writes JSON + markdown."""
+"""rfbench train on a tiny size: times the fusion step and both meta-gradient routes in one run."""
 from __future__ import annotations
 
 import json
@@ -16,4 +16,10 @@ def test_train_speed_cli_writes_results(tmp_path):
     assert files == [".json", ".md"]
     report = json.loads(next(tmp_path.glob("*.json")).read_text())
     r = report["results"][0]
-    assert r["device"] == "cpu" and r["meta_step_s"] > 0 and r["fusion_step_s"] > 0
+    steps = {s["step"]: s for s in r["steps"]}
+    assert set(steps) == {"fusion", "meta:jvp", "meta:double_backward"}
+    assert all(s["median_s"] > 0 and s["cpu_s"] > 0 and s["peak_memory_mib"] > 0 for s in steps.values())
+    assert r["ratios"]["fusion"] == 1.0
+    assert r["ratios"]["meta:jvp"] == steps["meta:jvp"]["median_s"] / steps["fusion"]["median_s"]
+    md = next(tmp_path.glob("*.md")).read_text()
+    assert "meta:double_backward" in md and "in fusion steps" in md
