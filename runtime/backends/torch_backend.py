@@ -166,7 +166,7 @@ class TorchBackend(Backend):
         self._half = False
         self._stream: Any = None
         self._steps: dict[tuple[int, ...], Step] = {}
-        self._keep: dict[tuple[int, ...], Any] = {}  # per size: graph and buffers, referenced while in use
+        self._keep: dict[tuple, Any] = {}  # per size: graph and buffers, referenced while in use
 
     # ------------------------------------------------------------------ open / close
 
@@ -256,19 +256,7 @@ class TorchBackend(Backend):
         def forward() -> tuple[Any, Any]:
             return colour_forward(net, d_in["a"], d_in["b"], d_in["state"], half)
 
-        graph, outs = None, None
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            for _ in range(GRAPH_WARMUP if self.use_graphs else 0):
-                forward()
-            stream.synchronize()
-            if self.use_graphs:
-                try:
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, stream=stream):
-                        outs = forward()
-                except RuntimeError as exc:  # an op that cannot be captured: run eagerly instead
-                    graph, outs = None, None
-                    self.warnings.append(f"CUDA graph capture failed, running eagerly: {str(exc).splitlines()[0]}")
+        graph, outs = self._capture(forward)
         self._keep[shape] = (graph, outs, pin, d_in)
 
         def step(a: np.ndarray, b: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,6 +277,59 @@ class TorchBackend(Backend):
             return host["fused"], host["state_out"]
 
         return step
+
+
+    def _capture(self, forward: Callable[[], Any]) -> tuple[Any, Any]:
+        """(CUDA graph, its static outputs) of ``forward`` on the backend's stream, after warm-up;
+        (None, None) when CUDA graphs are off or the capture fails (then a warning says why)."""
+        torch, stream = self._torch, self._stream
+        if not self.use_graphs:
+            return None, None
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            for _ in range(GRAPH_WARMUP):
+                forward()
+            stream.synchronize()
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=stream):
+                    outs = forward()
+            except RuntimeError as exc:  # an op that cannot be captured: run eagerly instead
+                self.warnings.append(f"CUDA graph capture failed, running eagerly: {str(exc).splitlines()[0]}")
+                return None, None
+        return graph, outs
+
+    def core_runner(self, y_a: np.ndarray, y_b: np.ndarray) -> tuple[Callable[[], Any], Callable[[], None]]:
+        """F alone on device-resident inputs, for benchmarks: (step, sync).
+
+        y_a, y_b: float32 (H, W) Y planes in [0, 1], uploaded once. ``step()`` runs F (the CUDA
+        graph when captured) and returns F's output, float32 (1, 1, H, W) on the device, without
+        waiting for it; ``sync()`` waits.
+        """
+        torch, net, half = self._torch, self._net, self._half
+        dev = next(net.parameters()).device
+        x = torch.from_numpy(np.stack([y_a, y_b])[None].astype(np.float32)).to(dev)
+        x = x.half() if half else x
+
+        def forward() -> Any:
+            return net(x).to(torch.float32)
+
+        if self.device == "cpu":
+            def step_cpu() -> Any:
+                with torch.inference_mode():
+                    return forward()
+
+            return step_cpu, lambda: None
+        graph, out = self._capture(forward)
+        self._keep[("core", *y_a.shape)] = (graph, out, x)
+
+        def step() -> Any:
+            with torch.inference_mode(), torch.cuda.stream(self._stream):
+                if graph is None:
+                    return forward()
+                graph.replay()
+                return out
+
+        return step, self._stream.synchronize
 
 
 def _card(loaded: Any) -> dict[str, Any]:
