@@ -203,17 +203,25 @@ def test_rfrun_pipeline_with_torch_backend(tmp_path: Path, tiny_checkpoint, torc
 
 
 # ----------------------------------------------------------------------------- GPU
+# On the bundled (trained) model with a structured pair: a random network's output spans so little that the
+# min-max normalisation would magnify FP16 rounding far beyond what a real model shows.
+
+BUNDLED = Path(__file__).resolve().parents[1] / "train" / "models" / "ivif_quick.pt"
+
+
+def _structured(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from refusion.export.onnx_export import synthetic_pair
+
+    return synthetic_pair(h, w, seed)
 
 
 @pytest.mark.gpu
-def test_cuda_fp16_graphs_match_cpu_fp32(tiny_checkpoint) -> None:
-    rng = np.random.default_rng(4)
+def test_cuda_fp16_graphs_match_cpu_fp32() -> None:
     sizes = ((480, 640), (96, 128), (480, 640))  # a size seen before reuses its graph
-    with TorchBackend(tiny_checkpoint, device="cuda").open() as gpu, TorchBackend(tiny_checkpoint, device="cpu").open() as cpu:
+    with TorchBackend(BUNDLED, device="cuda").open() as gpu, TorchBackend(BUNDLED, device="cpu").open() as cpu:
         assert gpu.precision == "fp16" and "CUDA graphs" in gpu.describe()
-        for h, w in sizes:
-            a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            b = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for i, (h, w) in enumerate(sizes):
+            a, b = _structured(h, w, seed=i)
             for state in ([0, 0, 0], [0.1, 0.9, 0.9]):
                 st = np.array(state, np.float32)
                 fg, sg = (x.copy() for x in gpu.infer(a, b, st))
@@ -224,28 +232,28 @@ def test_cuda_fp16_graphs_match_cpu_fp32(tiny_checkpoint) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_graph_replay_equals_eager(tiny_checkpoint) -> None:
-    rng = np.random.default_rng(5)
-    a = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    b = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+def test_cuda_graph_replay_follows_new_inputs() -> None:
+    a, b = _structured(240, 320)
     st = np.array([0.1, 0.9, 0.5], np.float32)
-    with TorchBackend(tiny_checkpoint, device="cuda").open() as g, \
-            TorchBackend(tiny_checkpoint, device="cuda", cuda_graphs=False).open() as e:
-        for _ in range(3):  # replays see new inputs each time
+    with TorchBackend(BUNDLED, device="cuda").open() as g, \
+            TorchBackend(BUNDLED, device="cuda", cuda_graphs=False).open() as e:
+        assert "CUDA graphs" not in e.describe()
+        outs = []
+        for _ in range(3):  # each replay must see the new frame (a is mirrored every time)
             fg, sg = (x.copy() for x in g.infer(a, b, st))
             fe, se = e.infer(a, b, st)
-            np.testing.assert_array_equal(fg, fe)
-            np.testing.assert_array_equal(sg, se)
+            assert _levels(fg, fe) <= 1
+            np.testing.assert_allclose(sg, se, atol=1e-5)
+            outs.append(fg)
             a = np.ascontiguousarray(a[:, ::-1])
+        assert _levels(outs[0], outs[1]) > 10 and _levels(outs[0], outs[2]) <= 1
 
 
 @pytest.mark.gpu
-def test_cuda_fp32_matches_cpu(tiny_checkpoint) -> None:
-    rng = np.random.default_rng(6)
-    a = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    b = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+def test_cuda_fp32_matches_cpu() -> None:
+    a, b = _structured(120, 160)
     st = np.zeros(3, np.float32)
-    with TorchBackend(tiny_checkpoint, device="cuda", precision="fp32").open() as g, \
-            TorchBackend(tiny_checkpoint, device="cpu").open() as c:
+    with TorchBackend(BUNDLED, device="cuda", precision="fp32").open() as g, \
+            TorchBackend(BUNDLED, device="cpu").open() as c:
         fg = g.infer(a, b, st)[0].copy()
         assert _levels(fg, c.infer(a, b, st)[0]) <= TOL_LEVELS["ort_fp32"]
