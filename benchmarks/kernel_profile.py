@@ -9,7 +9,9 @@ and rfrun's torch backend run it) one warmed-up forward at one frame size is pro
   on the CPU), i.e. which layer launched the slow kernels.
 
 The wall time of the profiled forward is reported next to a plain (unprofiled) one.
-Library function :func:`profile_forward`; CLI ``rfbench profile``.
+Beside them, :func:`candidate_timings` times the suspect operations at their real shapes
+against candidate rewrites, so that one GPU session shows both where the time goes and what a
+rewrite would buy. Library function :func:`profile_forward`; CLI ``rfbench profile``.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class ProfileConfig:
     precisions: tuple[str, ...] = ("fp32", "fp16")
     warmup: int = 3  # unprofiled forwards first (cuDNN algorithm choice, allocator)
     row_limit: int = 25  # rows per table
+    candidates: bool = True  # also time candidate rewrites of the suspect ops (:func:`candidate_timings`)
 
 
 def _time(evt: Any, *names: str) -> float:
@@ -92,7 +95,9 @@ def profile_forward(config: ProfileConfig, say: Reporter | None = None) -> dict[
                 prof_wall = (time.perf_counter() - t0) * 1e3
         runs.append(_summarise(prof, precision, wall, prof_wall, cuda, config.row_limit, torch))
         say(f"{precision}: forward {wall:.2f} ms, {len(runs[-1]['kernels'])} kernel names")
+    cands = candidate_timings(config.size, config.device) if config.candidates else []
     return {
+        "candidates": cands,
         "config": {**asdict(config), "model": str(config.model)},
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "torch": torch.__version__,
@@ -127,6 +132,123 @@ def _summarise(prof: Any, precision: str, wall: float, prof_wall: float, cuda: b
             "table": table}
 
 
+def _timer(torch: Any, cuda: bool, reps: int) -> Callable[[Callable[[], Any]], float]:
+    """Median ms of ``fn`` over ``reps`` calls after 3 warm-ups (CUDA events on a GPU)."""
+    import statistics
+
+    def run(fn: Callable[[], Any]) -> float:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(reps):
+            if cuda:
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                fn()
+                e.record()
+                e.synchronize()
+                times.append(s.elapsed_time(e))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    return run
+
+
+def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 20) -> list[dict[str, Any]]:
+    """Time F's suspect operations at their real shapes against candidate rewrites (issue 15, item 2).
+
+    Per row: op, variant, dtype, shape, median ms per call, max |difference| from the op's first
+    (today's) variant. The ops: the q k^T product over H*W pixels with 2 or 4 channels per head, the
+    spatial L2 normalisation, ChannelNorm (LayerNorm over channels via permuted copies), the depthwise
+    3x3 and the 1x1 convolutions. Random inputs; the numbers are per call, not per forward.
+    """
+    torch = require("torch", "the candidate timings")
+    import torch.nn.functional as F
+
+    cuda = device == "cuda"
+    dev = torch.device(device)
+    timed = _timer(torch, cuda, reps)
+    h, w = size
+    n = h * w
+    g = torch.Generator().manual_seed(0)
+    rows: list[dict[str, Any]] = []
+
+    def add(op: str, shape: Any, dtype: str, variants: list[tuple[str, Callable[[], Any]]]) -> None:
+        base = None
+        for name, fn in variants:
+            with torch.inference_mode():
+                out = fn()
+                ms = timed(fn)
+            diff = None if base is None else float((out.float() - base.float()).abs().max())
+            base = out if base is None else base
+            rows.append({"op": op, "variant": name, "dtype": dtype, "shape": str(shape), "ms": round(ms, 4),
+                         "max_abs_diff": diff})
+
+    split = next((s for s in (64, 32, 16, 8, 4, 2, 1) if n % s == 0), 1)
+    for c in (2, 4):  # channels per head: encoders and AFM (dim 16 / 8 heads), decoder (32 / 8)
+        for dt in (torch.float32, torch.float16):
+            q = F.normalize(torch.randn(1, 8, c, n, generator=g), dim=-1).to(dev, dt)
+            k = F.normalize(torch.randn(1, 8, c, n, generator=g), dim=-1).to(dev, dt)
+            kt = k.transpose(-2, -1)
+            add("q@k^T", tuple(q.shape), str(dt).replace("torch.", ""), [
+                ("matmul (today)", lambda q=q, kt=kt: q @ kt),
+                ("broadcast mul + sum", lambda q=q, k=k: (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1)),
+                (f"split-K x{split} matmul + sum", lambda q=q, k=k, c=c: (
+                    q.reshape(1, 8, c, split, n // split).transpose(2, 3)
+                    @ k.reshape(1, 8, c, split, n // split).permute(0, 1, 3, 4, 2)).sum(2)),
+                ("float32 matmul", lambda q=q, kt=kt: q.float() @ kt.float()),
+            ])
+    x = torch.randn(1, 8, 4, n, generator=g).to(dev)
+    add("L2 normalise over H*W", tuple(x.shape), "float32", [
+        ("F.normalize (today)", lambda: F.normalize(x, dim=-1)),
+        ("x * rsqrt(sum x^2)", lambda: x * torch.rsqrt((x * x).sum(-1, keepdim=True).clamp_min(1e-24))),
+        ("torch.linalg.vector_norm", lambda: x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)),
+    ])
+    for ch in (16, 32):
+        x = torch.randn(1, ch, h, w, generator=g).to(dev)
+        wt, bs = torch.randn(ch, generator=g).to(dev), torch.randn(ch, generator=g).to(dev)
+
+        def permuted(x=x, wt=wt, bs=bs, ch=ch) -> Any:
+            y = F.layer_norm(x.permute(0, 2, 3, 1).contiguous(), (ch,), wt, bs, 1e-5)
+            return y.permute(0, 3, 1, 2).contiguous()
+
+        def direct(x=x, wt=wt, bs=bs) -> Any:
+            mu = x.mean(1, keepdim=True)
+            var = (x - mu).pow(2).mean(1, keepdim=True)
+            return (x - mu) * torch.rsqrt(var + 1e-5) * wt[:, None, None] + bs[:, None, None]
+
+        add("ChannelNorm", tuple(x.shape), "float32", [
+            ("permute + layer_norm + permute (today)", permuted),
+            ("channel stats in NCHW", direct),
+            ("layer_norm on channels_last memory", lambda x=x, wt=wt, bs=bs, ch=ch: F.layer_norm(
+                x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1), (ch,), wt, bs, 1e-5
+            ).permute(0, 3, 1, 2)),
+        ])
+    for ch in (48, 128):  # qkv depthwise (3 x 16) and the FFN depthwise (2 x 2 x 32)
+        x = torch.randn(1, ch, h, w, generator=g).to(dev)
+        wt = torch.randn(ch, 1, 3, 3, generator=g).to(dev)
+        xh, wh = x.half(), wt.half()
+        xl = xh.contiguous(memory_format=torch.channels_last)
+        add("depthwise 3x3", tuple(x.shape), "mixed", [
+            ("float32 NCHW (today)", lambda x=x, wt=wt, ch=ch: F.conv2d(x, wt, padding=1, groups=ch)),
+            ("float16 NCHW", lambda xh=xh, wh=wh, ch=ch: F.conv2d(xh, wh, padding=1, groups=ch)),
+            ("float16 channels_last", lambda xl=xl, wh=wh, ch=ch: F.conv2d(xl, wh, padding=1, groups=ch)),
+        ])
+    x = torch.randn(1, 32, h, w, generator=g).to(dev)
+    wt = torch.randn(128, 32, 1, 1, generator=g).to(dev)
+    xh, wh = x.half(), wt.half()
+    xl = xh.contiguous(memory_format=torch.channels_last)
+    add("1x1 conv 32->128", tuple(x.shape), "mixed", [
+        ("float32 NCHW (today)", lambda: F.conv2d(x, wt)),
+        ("float16 NCHW", lambda: F.conv2d(xh, wh)),
+        ("float16 channels_last", lambda: F.conv2d(xl, wh)),
+    ])
+    return rows
+
+
 def to_text(report: dict[str, Any]) -> str:
     """Plain-text report: per precision the kernel list, the op list and the profiler table."""
     c = report["config"]
@@ -144,6 +266,13 @@ def to_text(report: dict[str, Any]) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {o['name']} | {o['shapes'][:90]} | {o['calls']} | {o['self_us'] / 1e3:.3f} |" for o in run["ops"]]
         lines += ["", "```", run["table"].rstrip(), "```", ""]
+    if report.get("candidates"):
+        lines += ["## Candidate rewrites of the suspect ops (median ms per call; diff vs the op's first row)", "",
+                  "| op | variant | dtype | shape | ms | max abs diff |", "|---|---|---|---|---|---|"]
+        for r in report["candidates"]:
+            diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
+            lines.append(f"| {r['op']} | {r['variant']} | {r['dtype']} | {r['shape']} | {r['ms']:.4f} | {diff} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -17,15 +17,18 @@ from refusion.runtime.clitools import friendly_errors, parse_size
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]),
               default=("fp32", "fp16"), show_default=True, help="Repeatable; fp16 keeps the float32 islands.")
 @click.option("--rows", type=click.IntRange(1, 500), default=25, show_default=True, help="Rows per table.")
+@click.option("--candidates/--no-candidates", default=True, show_default=True,
+              help="Also time candidate rewrites of the suspect ops (q k^T, L2 norm, ChannelNorm, convolutions).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the text report here (and the JSON beside it); default: print only.")
 @friendly_errors
-def profile(model, task, size, device, precisions, rows, out) -> None:
-    """Top device kernels and aten ops of one forward of F (torch.profiler), per precision."""
+def profile(model, task, size, device, precisions, rows, candidates, out) -> None:
+    """Top device kernels and aten ops of one forward of F (torch.profiler), per precision; candidate rewrites."""
     from .kernel_profile import ProfileConfig, profile_forward, to_text, write_report
 
     config = ProfileConfig(model=model, task=task, size=parse_size(size, min_side=16), device=device,
-                           precisions=tuple(dict.fromkeys(precisions)), row_limit=rows)
+                           precisions=tuple(dict.fromkeys(precisions)), row_limit=rows,
+                           candidates=candidates)
     report = profile_forward(config, say=lambda m: click.echo(m, err=True))
     click.echo(to_text(report))
     if out is not None:

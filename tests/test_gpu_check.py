@@ -74,3 +74,10 @@ def test_kernel_profile_on_cpu(tmp_path: Path, torch_one_thread) -> None:
     assert run["ops"][0]["self_us"] >= run["ops"][-1]["self_us"]  # sorted by self time
     txt, js = write_report(report, tmp_path / "p.txt")
     assert "## fp32: forward" in txt.read_text() and json.loads(js.read_text())["device"] == "cpu"
+    cands = report["candidates"]
+    assert {r["op"] for r in cands} >= {"q@k^T", "L2 normalise over H*W", "ChannelNorm", "depthwise 3x3"}
+    for r in cands:
+        assert r["ms"] > 0
+        if r["dtype"] == "float32" and r["max_abs_diff"] is not None:  # float32 rewrites are exact up to rounding
+            assert r["max_abs_diff"] < 1e-5, r
+    assert "Candidate rewrites" in txt.read_text()
