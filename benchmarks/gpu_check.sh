@@ -76,7 +76,12 @@ SUMMARY="$RES/summary.md"
     echo "# GPU check: $NAME"
     echo
     echo "- started $(date -u +%Y-%m-%dT%H:%M:%SZ), device mode \`$DEVICE\`, budget ${BUDGET} s, model \`$(basename "$MODEL")\`"
-    echo "- commit \`$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (tree has local changes)')"
+    if commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null); then
+        git -C "$REPO" diff --quiet HEAD -- 2>/dev/null || commit="$commit, with local changes"
+    else
+        commit="unknown (no git checkout)"
+    fi
+    echo "- commit \`$commit\`"
     echo "- command: \`benchmarks/gpu_check.sh\` (GPU_CHECK_DEVICE=$DEVICE, stages $STAGES)"
     echo
     echo "| stage | status | exit | seconds | limit s |"
@@ -132,7 +137,8 @@ export -f env_report
 export PY
 stage env 30 bash -c env_report
 # -p no:cacheprovider: nothing written into the tree; the gpu marker selects GPU tests only (they skip on CPU).
-stage tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider "$REPO/tests"
+# A test module that cannot be imported there must not stop the GPU tests of the others.
+stage tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors "$REPO/tests"
 stage latency 150 "${RFBENCH[@]}" latency --model "$MODEL" "${TASK_ARGS[@]}" "${LAT_BACKENDS[@]}" "${SIZES[@]}" \
     "${LAT_ITERS[@]}" --out "$RES" --tag gpu-check
 stage profile 60 "${RFBENCH[@]}" profile --model "$MODEL" "${TASK_ARGS[@]}" --size "$PROF_SIZE" --device "$DEVICE" \
