@@ -155,6 +155,18 @@ def test_fp16_islands_path_on_cpu(tiny_checkpoint, torch_one_thread) -> None:
     np.testing.assert_allclose(s16, s32, atol=5e-3)
 
 
+def test_frame_sizes_cached_up_to_a_limit(tiny_checkpoint, torch_one_thread) -> None:
+    from refusion.runtime.backends.torch_backend import MAX_CACHED_SIZES
+
+    rng = np.random.default_rng(7)
+    with TorchBackend(tiny_checkpoint, device="cpu").open() as be:
+        shapes = [(16 + 2 * i, 20, 3) for i in range(MAX_CACHED_SIZES + 2)]
+        for shape in shapes:
+            a, b = (rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(2))
+            assert be.infer(a, b, np.zeros(3, np.float32))[0].shape == shape
+        assert list(be._steps) == shapes[-MAX_CACHED_SIZES:]  # the oldest sizes were dropped
+
+
 def test_checkpoint_resolution_and_errors(tmp_path: Path, tiny_checkpoint) -> None:
     onnx = tmp_path / "mine.colour.onnx"
     onnx.write_bytes(b"not used")

@@ -39,6 +39,9 @@ NORM_EPS = 1e-6
 BUNDLED_CHECKPOINTS = {"ivif.colour.onnx": "ivif_quick.pt"}
 #: Untimed eager runs on the capture stream before a CUDA graph is captured (cuDNN/cuBLAS set-up).
 GRAPH_WARMUP = 3
+#: Frame sizes whose buffers (and CUDA graph, with its memory pool) are kept; the oldest goes first.
+#: A stream has one size; a folder of stills of many sizes must not grow GPU memory without bound.
+MAX_CACHED_SIZES = 4
 
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -229,6 +232,10 @@ class TorchBackend(Backend):
     def infer(self, a: np.ndarray, b: np.ndarray, norm_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         step = self._steps.get(a.shape)
         if step is None:
+            while len(self._steps) >= MAX_CACHED_SIZES:
+                oldest = next(iter(self._steps))
+                del self._steps[oldest]
+                self._keep.pop(oldest, None)
             step = self._cpu_step() if self.device == "cpu" else self._cuda_step(a.shape)
             self._steps[a.shape] = step
         return step(a, b, norm_state)
