@@ -116,7 +116,8 @@ def _summarise(prof: Any, precision: str, wall: float, prof_wall: float, cuda: b
         all_us = sum(_time(e, *self_key) for e in evts) or 1.0
         for e in sorted(evts, key=lambda e: _time(e, *self_key), reverse=True)[:limit]:
             us = _time(e, *self_key)
-            kernels.append({"name": e.key, "calls": int(e.count), "total_us": round(us, 1), "share": round(us / all_us, 4)})
+            kernels.append({"name": e.key, "calls": int(e.count), "total_us": round(us, 1),
+                            "share": round(us / all_us, 4)})
     ops = []
     grouped = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")]
     for e in sorted(grouped, key=lambda e: _time(e, *self_key), reverse=True)[:limit]:

@@ -18,6 +18,7 @@ runtime reaches up into ``train``, lazily, so a runtime-only install is unaffect
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,8 @@ from ..card import ModelCard, Provenance
 from ..errors import EngineError
 from ..tasks import TASK_SOURCES
 from .base import Backend
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
 PRECISIONS = ("auto", "fp16", "fp32")
@@ -245,7 +248,8 @@ class TorchBackend(Backend):
 
         def step(a: np.ndarray, b: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with torch.inference_mode():
-                fused, out = colour_forward(net, torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(state), half)
+                ta, tb, ts = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(state)
+                fused, out = colour_forward(net, ta, tb, ts, half)
             return fused.numpy(), out.numpy()
 
         return step
@@ -300,8 +304,11 @@ class TorchBackend(Backend):
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, stream=stream):
                     outs = forward()
-            except RuntimeError as exc:  # an op that cannot be captured: run eagerly instead
-                self.warnings.append(f"CUDA graph capture failed, running eagerly: {str(exc).splitlines()[0]}")
+            except RuntimeError as exc:  # an op that cannot be captured: run eagerly from now on
+                text = f"CUDA graph capture failed, running eagerly: {str(exc).splitlines()[0]}"
+                self.warnings.append(text)
+                log.warning(text)  # the pipeline reads ``warnings`` only once, after open
+                self.use_graphs = False
                 return None, None
         return graph, outs
 
