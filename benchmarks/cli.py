@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "quality": "refusion.benchmarks.quality_cli:quality",
     "latency": "refusion.benchmarks.latency_cli:latency",
     "train": "refusion.benchmarks.train_cli:train_speed",
+    "profile": "refusion.benchmarks.kernel_profile_cli:profile",
 }
 
 

@@ -6,7 +6,9 @@ One run measures, in the same process and on the same input pair:
   with default settings on the graph as traced (``ort-cpu-default``, the "unoptimised"
   reference), ONNX Runtime CPU as users get it (the export-time graph rewrites of
   ``refusion.export.optimize`` + ``refusion.runtime.ort_tuning.cpu_session_options``),
-  ONNX Runtime CUDA, TensorRT FP32/FP16 plans, and PyTorch CUDA eager / compiled / FP16;
+  ONNX Runtime CUDA, TensorRT FP32/FP16 plans, PyTorch CUDA eager / compiled / FP16, and rfrun's
+  torch backend (``torch-backend-cuda``: FP16 with the float32 islands and CUDA graphs;
+  ``torch-backend-cpu``: FP32);
 - graphs: ``core`` (two float Y planes -> raw fused Y) and ``colour`` (two uint8 BGR frames
   -> fused uint8 BGR, what ``rfrun`` runs);
 - sizes (H, W).
@@ -53,11 +55,14 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "torch-cuda": ("cuda", "fp32"),
     "torch-cuda-compiled": ("cuda", "fp32"),
     "torch-cuda-fp16": ("cuda", "fp16"),
+    "torch-backend-cpu": ("cpu", "fp32"),
+    "torch-backend-cuda": ("cuda", "fp16"),
 }
 #: ``--device`` presets.
 DEVICE_BACKENDS: dict[str, tuple[str, ...]] = {
     "cpu": ("torch-cpu", "ort-cpu-default", "ort-cpu"),
-    "cuda": ("torch-cuda", "torch-cuda-compiled", "torch-cuda-fp16", "ort-cuda", "tensorrt-fp32", "tensorrt-fp16"),
+    "cuda": ("torch-cuda", "torch-cuda-compiled", "torch-cuda-fp16", "torch-backend-cuda", "ort-cuda", "tensorrt-fp32",
+             "tensorrt-fp16"),
     "all": tuple(BACKENDS),
 }
 #: The rows every other row is compared with (same graph and size).
@@ -488,7 +493,34 @@ def prepare_tensorrt(models: Models, backend: str, graph: str, a: np.ndarray, b:
     return Prepared(lambda: be.infer(a, b, state)[0].copy(), lambda out: out, close=close, notes=be.describe())
 
 
+def prepare_torch_backend(models: Models, backend: str, graph: str, a: np.ndarray, b: np.ndarray, threads: int) -> Prepared:
+    """rfrun's torch backend: colour rows through ``infer`` (host uint8 in/out, like rfrun); core rows
+    run F alone on device-resident inputs (CUDA graph on a GPU), like the other torch core rows."""
+    torch = _torch()
+    device = "cuda" if backend.endswith("cuda") else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Skip("no CUDA device visible to PyTorch (torch.cuda.is_available() is False)")
+    from refusion.runtime.backends.torch_backend import TorchBackend
+
+    if device == "cpu":
+        from refusion.runtime.ort_tuning import physical_cores
+
+        threads = threads or physical_cores()
+    be = TorchBackend(models.config.model, device=device, task=models.config.task, threads=threads).open()
+    notes = be.describe() + (f", {torch.get_num_threads()} threads" if device == "cpu" else "")
+    if graph == "core":
+        ya, yb = core_inputs(a, b)
+        step, sync = be.core_runner(ya[0, 0], yb[0, 0])
+        return Prepared(step, lambda out: out.float().cpu().numpy()[0, 0], sync, close=be.close,
+                        notes=notes + ", inputs on device")
+    state = np.zeros(3, np.float32)
+    return Prepared(lambda: be.infer(a, b, state)[0].copy(), lambda out: out, close=be.close,
+                    notes=notes + ", host uint8 in/out")
+
+
 def _prepare(models: Models, backend: str, graph: str, a: np.ndarray, b: np.ndarray, threads: int) -> Prepared:
+    if backend.startswith("torch-backend"):
+        return prepare_torch_backend(models, backend, graph, a, b, threads)
     if backend.startswith("torch"):
         return prepare_torch(models, backend, graph, a, b, threads)
     if backend.startswith("ort"):

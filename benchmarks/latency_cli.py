@@ -30,7 +30,7 @@ def _wh(text: str | None) -> tuple[int, int] | None:
               help="Our checkpoint (*.pt) or an authors' ReFusion .pth.")
 @click.option("--task", default=None, help="Task of an authors' .pth (e.g. ivif).")
 @click.option("--device", "device", type=click.Choice(sorted(DEVICE_BACKENDS)), default="cpu", show_default=True,
-              help="Backend preset: cpu (torch eager, ORT default, ORT tuned), cuda (torch CUDA, ORT CUDA, TensorRT), all.")
+              help="Backend preset: cpu (torch eager, ORT default, ORT tuned), cuda (torch CUDA incl. rfrun's torch backend, ORT CUDA, TensorRT), all.")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(list(BACKENDS)),
               help="Explicit backends (repeatable); overrides --device.")
 @click.option("--size", "sizes", multiple=True, default=("256x256", "480x640"), show_default=True,

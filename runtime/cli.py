@@ -79,9 +79,12 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.option("--b", "--vis", "--far", "--over", "--mri", "b", metavar="SOURCE",
               help="source b, same forms. Task aliases: --vis, --far, --over, --mri.")
 @click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="colour ONNX (<stem>.colour.onnx) or TensorRT plan; default: the bundled IVIF model.")
+              help="colour ONNX (<stem>.colour.onnx), TensorRT plan, or checkpoint (.pt/.pth, --backend torch); "
+                   "default: the bundled IVIF model.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: TensorRT for a .plan; for ONNX the CUDA provider when it really runs, else CPU.")
+              help="auto: TensorRT for a .plan; for ONNX the CUDA provider when it really runs, else CPU. "
+                   "torch: a PyTorch checkpoint (or the one beside the ONNX, e.g. the bundled model) with torch, "
+                   "FP16 + CUDA graphs on a GPU, FP32 on the CPU.")
 @click.option("--trust-engine-code", is_flag=True,
               help="allow a version-compatible TensorRT plan to run the host code stored inside it. "
                    "Only for plans from a source you trust.")

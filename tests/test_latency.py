@@ -141,3 +141,31 @@ def test_unknown_backend_is_a_clear_error(checkpoint):
 
     with pytest.raises(EngineError, match="unknown backend"):
         L.run_latency(L.LatencyConfig(model=checkpoint, backends=("nope",)))
+
+
+def test_torch_backend_rows(checkpoint, tmp_path):
+    """rfrun's torch backend: rows on both graphs, errors against torch eager FP32, ratios in the same run."""
+    config = L.LatencyConfig(
+        model=checkpoint,
+        backends=("torch-cpu", "torch-backend-cpu", "torch-backend-cuda"),
+        sizes=((32, 40),),
+        warmup=1,
+        iters=2,
+        min_iters=1,
+        out_dir=tmp_path,
+        tag="torch-backend",
+    )
+    rep = L.run_latency(config)
+    rows = {(r["backend"], r["graph"]): r for r in rep["rows"]}
+    assert len(rows) == 6
+    for graph, limit in (("core", 1e-5), ("colour", 1)):
+        row = rows[("torch-backend-cpu", graph)]
+        assert row["status"] == "ok", row["reason"]
+        assert row["precision"] == "fp32" and row["max_err"] <= limit
+        assert row["speedup_vs_torch"] is not None and "torch (cpu, fp32" in row["notes"]
+    if not torch.cuda.is_available():
+        for graph in ("core", "colour"):
+            assert rows[("torch-backend-cuda", graph)]["status"] == "skipped"
+            assert "CUDA" in rows[("torch-backend-cuda", graph)]["reason"]
+    md = next(tmp_path.glob("*_torch-backend.md")).read_text()
+    assert "| torch-backend-cpu | colour | fp32 | 32x40 |" in md

@@ -1,6 +1,6 @@
 """Inference backends behind one interface (:class:`~.base.Backend`), chosen by :func:`open_backend`.
 
-Nothing heavy is imported here: onnxruntime, tensorrt and cuda-python are
+Nothing heavy is imported here: onnxruntime, tensorrt, cuda-python and torch are
 imported when a backend is opened.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..errors import EngineError, MissingDependencyError
 from .base import Backend
 
 #: Values of ``--backend``.
-BACKENDS = ("auto", "tensorrt", "ort", "ort-cuda", "ort-cpu")
+BACKENDS = ("auto", "tensorrt", "ort", "ort-cuda", "ort-cpu", "torch")
 
 __all__ = ["BACKENDS", "Backend", "make_backend", "open_backend"]
 
@@ -22,6 +22,10 @@ def make_backend(model: str | Path, backend: str = "auto", trust_engine_code: bo
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     is_plan = model.suffix in (".plan", ".engine", ".trt")
+    if backend == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(model)
     if backend == "tensorrt" or (backend == "auto" and is_plan):
         if not is_plan:
             raise EngineError(
@@ -44,16 +48,17 @@ def open_backend(model: str | Path, backend: str = "auto", trust_engine_code: bo
 
     ``auto``: a ``*.plan`` runs on TensorRT; an ONNX file on onnxruntime with the CUDA
     provider when it really runs (``session.get_providers()``), else the CPU provider.
-    ``ort-cuda`` fails instead of falling back. Raises EngineError or
+    ``ort-cuda`` fails instead of falling back. ``torch`` runs a PyTorch checkpoint (or the
+    checkpoint beside a colour ONNX) on CUDA when torch sees a GPU, else on the CPU. Raises EngineError or
     MissingDependencyError with one clear message.
     """
     model = Path(model)
     if not model.is_file():
         raise EngineError(f"model not found: {model}")
-    if model.suffix.lower() in (".pt", ".pth"):
+    if model.suffix.lower() in (".pt", ".pth") and backend != "torch":
         raise EngineError(
             f"{model} is a PyTorch checkpoint; rfrun runs the colour ONNX graph or a TensorRT plan: "
-            f"export it first with `rfexport {model}` and pass {model.stem}.colour.onnx"
+            f"export it first with `rfexport {model}` and pass {model.stem}.colour.onnx, or run it with --backend torch"
         )
     be = make_backend(model, backend, trust_engine_code)
     try:
