@@ -155,7 +155,7 @@ def fake_trt_env(monkeypatch, version: str = "10.13.3.9", gpu: str = "NVIDIA H10
         cudaGetDeviceProperties=lambda i: (0, props),
     )
     monkeypatch.setattr(trt_backend, "_cudart", lambda: fake_cudart)
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda *a, **k: fake_trt)
 
 
 def write_plan(tmp_path: Path, **sidecar) -> Path:
