@@ -14,6 +14,7 @@ Skipped with the reason when tensorrt_rtx is not installed (CI installs it: .ci/
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,9 @@ def test_fp16_colour_engine_builds_without_a_gpu(rtx_plan, graphs):
 
     result, messages = rtx_plan
     assert result.plan.is_file() and result.plan.stat().st_size > 1_000_000
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.plan.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any new file (Triton, other users)
     side = read_sidecar(result.plan)
     assert side["flavour"] == "tensorrt_rtx" and side["tensorrt_version"] == trt.__version__
     assert side["compute_capabilities"] == "default" and side["gpu_name"] == ""
