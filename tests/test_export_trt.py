@@ -186,3 +186,12 @@ def test_build_fp16_engine_on_gpu(tmp_path, official):
         fused, _ = be.infer(a, b, np.zeros(3, np.float32))
     ref, _ = run_colour(ort_session(res.files["colour.fp32"]), a, b)
     assert np.abs(fused.astype(int) - ref.astype(int)).max() <= 2
+
+
+def test_rfexport_builds_here_when_tensorrt_rtx_is_installed():
+    from refusion.export.workflow import why_no_engine_here
+
+    has_rtx = importlib.util.find_spec("tensorrt_rtx") is not None
+    assert (why_no_engine_here("auto") == "") == (has_rtx or (importlib.util.find_spec("tensorrt") is not None and probe_gpu().count > 0))
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "tensorrt is not installed" in why_no_engine_here("tensorrt")
