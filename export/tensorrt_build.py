@@ -32,7 +32,6 @@ Common to both:
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
