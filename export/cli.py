@@ -144,9 +144,7 @@ def export_cmd(model: Path, task, out_dir, fp16, overwrite, opset, check_images,
         fp16_tolerance_levels=fp16_tolerance if fp16_tolerance is not None else base.fp16_tolerance_levels,
     )
     wf = WorkflowConfig(export=cfg, engine=engine, engine_template=_engine_config(Path("."), None, kw), triton_repo=kw["triton_repo"])
-    result = run_export(wf, click.echo)
-    for path in result.onnx.files.values():
-        click.echo(f"wrote {path}")
+    run_export(wf, click.echo)
 
 
 @main.command("engine")

@@ -49,6 +49,8 @@ def why_no_engine_here(flavour: str = "auto") -> str:
 def run_export(config: WorkflowConfig, report: Reporter | None = None) -> WorkflowResult:
     say = report or (lambda _m: None)
     onnx = export_model(config.export, say)
+    for path in onnx.files.values():
+        say(f"wrote {path}")
     result = WorkflowResult(onnx=onnx)
     precision = "fp16" if config.export.fp16 else "fp32"
     target = onnx.files.get(f"colour.{precision}") or onnx.files.get(f"core.{precision}")
