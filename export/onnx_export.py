@@ -10,7 +10,10 @@ argument in :func:`export_graph`.
 
 Every file is written to a temporary name, checked (ONNX checker, ONNX Runtime vs
 PyTorch, FP16 lint and FP16 vs FP32), and only then renamed into place, so a failed
-check leaves no file that looks valid.
+check leaves no file that looks valid. The FP32 graphs are finished first: an FP16
+graph beyond its tolerance is refused (unless ``fp16_tolerance_levels`` accepts it)
+while the FP32 graphs stay written. Messages name the final file names, never the
+temporary ones.
 """
 from __future__ import annotations
 
@@ -47,8 +50,7 @@ TOL = {
     "core_fp32_abs": 1e-4,  # ORT vs torch, sigmoid output in [0, 1]
     "colour_fp32_max_levels": 2,  # ORT colour graph vs train/fuse.py fuse_pair
     "colour_fp32_frac_within_1": 0.999,
-    "fp16_core_abs": 2.0 / 255.0,  # FP16 vs FP32 ONNX, raw output
-    "fp16_colour_max_levels": 2,  # FP16 vs FP32 ONNX, uint8 output
+    "fp16_levels": 2.0,  # FP16 vs FP32 ONNX, in 8-bit output levels (core: levels / 255 of the raw output)
 }
 
 
@@ -71,6 +73,7 @@ class ExportConfig:
     fp16_check_sizes: tuple[tuple[int, int], ...] = ((480, 640), (1080, 1920))  # FP16 vs FP32 in ORT
     check_images: tuple[Path, Path] | None = None  # a real pair (source a, source b); else synthetic
     training_data: str = ""  # free text for the model card (our checkpoints store their own)
+    fp16_tolerance_levels: float = TOL["fp16_levels"]  # largest FP16 vs FP32 difference accepted (8-bit levels)
 
 
 @dataclass
@@ -257,12 +260,12 @@ def export_graph(
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"ONNX checker rejected the {graph} graph: {str(exc).splitlines()[0]}") from exc
-    if optimize and not half:  # FP32 graphs only; FP16 goes to TensorRT, which fuses on its own
-        from .optimize import optimize_model, verify_equal
+    if optimize:  # exact rewrites; FP16 graphs get the subset that helps TensorRT (export/optimize.py)
+        from .optimize import VERIFY_ATOL, VERIFY_ATOL_FP16, optimize_fp16, optimize_model, verify_equal
 
-        optimized, _ = optimize_model(model)
+        optimized, _ = optimize_fp16(model) if half else optimize_model(model)
         try:
-            verify_equal(model, optimized)
+            verify_equal(model, optimized, atol=VERIFY_ATOL_FP16 if half else VERIFY_ATOL)
         except EngineError as exc:
             raise ExportCheckError(f"{graph} graph: optimisation changed the numbers: {exc}") from exc
         model = optimized
@@ -297,10 +300,16 @@ def _y(bgr: np.ndarray) -> np.ndarray:
     return luma_bgr(bgr)
 
 
-def check_core(path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[str]:
-    """ORT core graph vs torch F at each size; raises ExportCheckError beyond ``TOL['core_fp32_abs']``."""
+def check_core(
+    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]], label: str = ""
+) -> list[str]:
+    """ORT core graph vs torch F at each size; raises ExportCheckError beyond ``TOL['core_fp32_abs']``.
+
+    ``label``: the file name to put in messages (``path`` may be a temporary file).
+    """
     from refusion.train.fuse import run_fusion
 
+    label = label or path.name
     sess = ort_session(path)
     lines = []
     for h, w in sizes:
@@ -312,7 +321,7 @@ def check_core(path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes:
         lines.append(f"core fp32 vs torch at {h}x{w}: max |diff| {err:.2e}")
         if not np.isfinite(got).all() or err > TOL["core_fp32_abs"]:
             raise ExportCheckError(
-                f"{path.name}: ONNX Runtime differs from PyTorch at {h}x{w} by {err:.3g} "
+                f"{label}: ONNX Runtime differs from PyTorch at {h}x{w} by {err:.3g} "
                 f"(tolerance {TOL['core_fp32_abs']:g}); the export is wrong"
             )
     return lines
@@ -324,10 +333,13 @@ def level_stats(x: np.ndarray, y: np.ndarray) -> tuple[int, float]:
     return int(d.max()), float((d <= 1).mean())
 
 
-def check_colour(path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[str]:
+def check_colour(
+    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]], label: str = ""
+) -> list[str]:
     """ORT colour graph (minmax state) vs train/fuse.py ``fuse_pair`` at each size, and the ema/none states."""
     from refusion.train.fuse import fuse_pair
 
+    label = label or path.name
     sess = ort_session(path)
     lines = []
     for h, w in sizes:
@@ -338,29 +350,49 @@ def check_colour(path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], size
         lines.append(f"colour fp32 vs fuse_pair at {h}x{w}: max {worst} levels, {100 * within1:.3f}% within 1")
         if worst > TOL["colour_fp32_max_levels"] or within1 < TOL["colour_fp32_frac_within_1"]:
             raise ExportCheckError(
-                f"{path.name}: colour graph differs from the PyTorch pipeline at {h}x{w} "
+                f"{label}: colour graph differs from the PyTorch pipeline at {h}x{w} "
                 f"(max {worst} levels, {100 * within1:.2f}% within 1 level); the export is wrong"
             )
         lo, hi = float(ref.raw.min()), float(ref.raw.max())
         if abs(st[0] - lo) > 1e-4 or abs(st[1] - hi) > 1e-4 or st[2] != 0.0:
-            raise ExportCheckError(f"{path.name}: norm_state_out {st} is not (min, max, 0) = ({lo}, {hi}, 0)")
+            raise ExportCheckError(f"{label}: norm_state_out {st} is not (min, max, 0) = ({lo}, {hi}, 0)")
         # ema state: lo' = alpha*lo + (1-alpha)*min, and 'none' = (0, 1, 1) passes the raw output through
         _, st2 = run_colour(sess, a, b, (0.2, 0.6, 0.9))
         want = (0.9 * 0.2 + 0.1 * lo, 0.9 * 0.6 + 0.1 * hi, 0.9)
         if np.abs(st2 - np.asarray(want, np.float32)).max() > 1e-4:
-            raise ExportCheckError(f"{path.name}: ema state update {st2} != expected {want}")
+            raise ExportCheckError(f"{label}: ema state update {st2} != expected {want}")
         none_ref = fuse_pair(net, a, b, normalisation="none")
         got_none, _ = run_colour(sess, a, b, (0.0, 1.0, 1.0))
         worst_n, within1_n = level_stats(got_none, none_ref.bgr)
         if worst_n > TOL["colour_fp32_max_levels"] or within1_n < TOL["colour_fp32_frac_within_1"]:
-            raise ExportCheckError(f"{path.name}: 'none' normalisation differs at {h}x{w} by {worst_n} levels")
+            raise ExportCheckError(f"{label}: 'none' normalisation differs at {h}x{w} by {worst_n} levels")
     return lines
 
 
+class Fp16ToleranceError(ExportCheckError):
+    """The FP16 graph differs from the FP32 graph by more than the accepted tolerance."""
+
+    def __init__(self, message: str, levels: float) -> None:
+        super().__init__(message)
+        self.levels = levels  # the measured worst difference, in 8-bit levels
+
+
 def check_fp16(
-    fp16_path: Path, fp32_path: Path, graph: str, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]]
+    fp16_path: Path,
+    fp32_path: Path,
+    graph: str,
+    pair: tuple[np.ndarray, np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    tolerance_levels: float = TOL["fp16_levels"],
+    label: str = "",
 ) -> list[str]:
-    """FP16 vs FP32 ONNX in ORT CPU: no inf/NaN, within ``TOL`` (uint8 within 2 levels for colour)."""
+    """FP16 vs FP32 ONNX in ORT CPU at each (H, W): no inf/NaN, within ``tolerance_levels`` 8-bit levels.
+
+    Core graph: raw float output in [0, 1], compared as |diff| * 255; colour graph: uint8
+    BGR output. Raises Fp16ToleranceError saying by how much, at which size and where
+    (row, column[, channel]) the worst difference is.
+    """
+    label = label or fp16_path.name
     s16, s32 = ort_session(fp16_path), ort_session(fp32_path)
     lines = []
     for h, w in sizes:
@@ -369,22 +401,24 @@ def check_fp16(
             ya, yb = _y(a), _y(b)
             got, ref = run_core(s16, ya, yb), run_core(s32, ya, yb)
             finite = bool(np.isfinite(got).all())
-            err = float(np.abs(got - ref).max()) if finite else float("inf")
-            lines.append(f"core fp16 vs fp32 at {h}x{w}: max |diff| {err:.2e}")
-            if not finite or err > TOL["fp16_core_abs"]:
-                raise ExportCheckError(
-                    f"{fp16_path.name}: FP16 core graph differs from FP32 at {h}x{w} by {err:.3g} "
-                    f"(tolerance {TOL['fp16_core_abs']:.3g}, finite={finite})"
-                )
+            diff = np.abs(got.astype(np.float64) - ref) * 255.0
+            levels = float(np.nanmax(diff)) if finite else float("inf")
+            lines.append(f"core fp16 vs fp32 at {h}x{w}: max |diff| {levels / 255.0:.2e} ({levels:.2f} levels)")
         else:
             (got, st16), (ref, st32) = run_colour(s16, a, b), run_colour(s32, a, b)
-            worst, within1 = level_stats(got, ref)
-            lines.append(f"colour fp16 vs fp32 at {h}x{w}: max {worst} levels, {100 * within1:.3f}% within 1")
-            if not np.isfinite(st16).all() or worst > TOL["fp16_colour_max_levels"]:
-                raise ExportCheckError(
-                    f"{fp16_path.name}: FP16 colour graph differs from FP32 at {h}x{w} by {worst} levels "
-                    f"(tolerance {TOL['fp16_colour_max_levels']}), state {st16} vs {st32}"
-                )
+            diff = np.abs(got.astype(np.int16) - ref.astype(np.int16)).astype(np.float64)
+            finite = bool(np.isfinite(st16).all())
+            levels = float(diff.max()) if finite else float("inf")
+            within1 = float((diff <= 1).mean())
+            lines.append(f"colour fp16 vs fp32 at {h}x{w}: max {levels:.0f} levels, {100 * within1:.3f}% within 1")
+        if not finite or levels > tolerance_levels:
+            where = "non-finite output" if not finite else "at (row, column" + (", channel" if diff.ndim == 3 else "") + \
+                ") " + str(tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape)))
+            raise Fp16ToleranceError(
+                f"{label}: the FP16 {graph} graph differs from FP32 by {levels:.2f} levels (out of 255) at {h}x{w}, "
+                f"{where}; tolerance {tolerance_levels:g} levels",
+                levels,
+            )
     return lines
 
 
@@ -417,6 +451,9 @@ def export_model(config: ExportConfig, report: Reporter | None = None) -> Export
     existing = [p for p in paths.values() if p.exists()]
     if existing and not config.overwrite:
         raise EngineError(f"{', '.join(str(p) for p in existing)} already exist(s); pass --overwrite to replace")
+    from .tensorrt_build import check_writable
+
+    check_writable(next(iter(paths.values())).parent)  # before any work
 
     loaded = load_fusion_model(model, config.task)
     if loaded.kind == "official" and loaded.task is None:
@@ -426,29 +463,49 @@ def export_model(config: ExportConfig, report: Reporter | None = None) -> Export
     pair = check_pair(config)
     say(f"model: {model.name} ({loaded.kind}, task {loaded.task}); checks on {pair[2]}")
     result = ExportResult(card=card)
-    next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
     tmp = {k: _tmp_path(p) for k, p in paths.items()}
+    fp32_keys = [k for k in tmp if k.endswith(".fp32")]
+    fp16_keys = [k for k in tmp if k.endswith(".fp16")]
     try:
-        for key, path in tmp.items():
-            graph, precision = key.split(".")
-            export_graph(net, graph, precision == "fp16", path, card, config.opset)
+        for key in fp32_keys:  # FP32 first: written even when an FP16 graph is refused
+            graph = key.split(".")[0]
+            export_graph(net, graph, False, tmp[key], card, config.opset)
             say(f"exported {paths[key].name}")
-            if precision == "fp32":
-                check = check_core if graph == "core" else check_colour
-                lines = check(path, net, pair[:2], config.check_sizes)
-            else:
-                from .fp16 import lint_fp16
-
-                problems = lint_fp16(_onnx().load(str(path)), graph)
-                if problems:
-                    raise ExportCheckError(f"{paths[key].name} fails the FP16 lint: " + "; ".join(problems))
-                lines = [f"{graph} fp16 lint: every reduction over H*W is float32"]
-                lines += check_fp16(path, tmp[f"{graph}.fp32"], graph, pair[:2], config.fp16_check_sizes)
+            check = check_core if graph == "core" else check_colour
+            lines = check(tmp[key], net, pair[:2], config.check_sizes, label=paths[key].name)
             for line in lines:
                 say(line)
             result.checks.extend(lines)
-        for key, path in tmp.items():
-            os.replace(path, paths[key])
+        for key in fp32_keys:
+            os.replace(tmp[key], paths[key])
+            result.files[key] = paths[key]
+        for key in fp16_keys:
+            graph = key.split(".")[0]
+            export_graph(net, graph, True, tmp[key], card, config.opset)
+            say(f"exported {paths[key].name}")
+            from .fp16 import lint_fp16
+
+            problems = lint_fp16(_onnx().load(str(tmp[key])), graph)
+            if problems:
+                raise ExportCheckError(f"{paths[key].name} fails the FP16 lint: " + "; ".join(problems))
+            lines = [f"{graph} fp16 lint: every reduction over H*W is float32"]
+            try:
+                lines += check_fp16(
+                    tmp[key], paths[f"{graph}.fp32"], graph, pair[:2], config.fp16_check_sizes,
+                    config.fp16_tolerance_levels, label=paths[key].name,
+                )
+            except Fp16ToleranceError as exc:
+                written = ", ".join(str(p) for k, p in result.files.items())
+                raise Fp16ToleranceError(
+                    f"{exc}. FP16 graphs refused; the FP32 graphs were written ({written}). To accept this FP16 "
+                    f"graph anyway, rerun with --fp16-tolerance {int(np.ceil(exc.levels)) if np.isfinite(exc.levels) else 'N'}",
+                    exc.levels,
+                ) from None
+            for line in lines:
+                say(line)
+            result.checks.extend(lines)
+        for key in fp16_keys:
+            os.replace(tmp[key], paths[key])
             result.files[key] = paths[key]
     finally:
         for path in tmp.values():

@@ -1,23 +1,37 @@
-"""ONNX -> TensorRT plan through the Python API (pip wheels ship no trtexec), TensorRT 10.x and 11.x.
+"""ONNX -> TensorRT plan through the Python API (pip wheels ship no trtexec), for three flavours.
+
+Flavours (chosen by :func:`select_flavour`; ``--trt-flavour`` forces one):
+
+- ``tensorrt`` 10.x / 11.x (module ``tensorrt``): builds on, and for, the GPU it runs on
+  (optionally version- or hardware-compatible). Needs an NVIDIA GPU to build; a
+  persistent timing cache speeds up rebuilds.
+- ``tensorrt_rtx`` (module ``tensorrt_rtx``, ``pip install tensorrt-rtx-cu13``): builds
+  ahead of time *without a GPU* for a list of target compute capabilities (default:
+  what TensorRT-RTX targets by default, 8.0 / 8.6 / 8.9 / 12.0 and later); the kernels are
+  compiled on the target at first run, and the runtime keeps them in a runtime cache
+  (see runtime/backends/tensorrt.py). Engines run on RTX-class GPUs only.
+
+Common to both:
 
 - Strongly typed network: precision comes from the graph (the FP16 ONNX has explicit
   Casts and float32 islands). TensorRT 11 removed ``BuilderFlag.FP16``; on 10.x the
-  ``STRONGLY_TYPED`` flag is required for this, on 11 it is accepted and a no-op.
+  ``STRONGLY_TYPED`` flag is required for this, on 11 and RTX it is accepted and a no-op.
   No precision flag is ever set.
-- One optimisation profile from min/opt/max (H, W); a persistent timing cache.
-- Optional ``version_compatible`` (runs on later TensorRT of the same major version and
-  on the lean runtime; the lean runtime is excluded from the plan) and
-  ``hardware_compatible`` (Ampere and later).
-- After the build the engine is inspected (engine inspector, JSON layer information)
-  and an FP16 build whose layers came out FP32 is refused: on TensorRT 11 an FP32
-  ONNX silently gives an FP32 engine.
+- Before building, the parsed network is checked (export/trt_network.py): float32
+  reductions over H*W, half convolutions in FP16 graphs, the graph's I/O types. A
+  network that fails is not built.
+- One optimisation profile from min/opt/max (H, W); build progress is reported phase by
+  phase (a build can take minutes on large profiles).
+- With full TensorRT the built engine is also inspected (engine inspector, JSON layer
+  information) and an FP16 build whose layers came out FP32 is refused: on TensorRT 11
+  an FP32 ONNX silently gives an FP32 engine. That needs a GPU, so it is skipped for
+  tensorrt_rtx builds without one (the parsed-network check above still applies).
 - The GPU is probed with ``cudaGetDeviceCount()`` (or torch.cuda) *before* any
-  TensorRT object is constructed: without a GPU TensorRT can segfault.
+  TensorRT runtime object is constructed: without a GPU TensorRT can segfault.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +39,16 @@ from typing import Any, Callable, Sequence
 
 from refusion.runtime.card import read_onnx_metadata
 from refusion.runtime.errors import EngineError, MissingDependencyError
-from refusion.runtime.sidecar import sha256_file, write_sidecar
+from refusion.runtime.fsutil import atomic_write_bytes
+from refusion.runtime.sidecar import (
+    FLAVOURS,
+    RTX_DEFAULT_TARGETS,
+    cc_text,
+    sha256_file,
+    write_sidecar,
+)
+
+from .trt_network import check_network, network_report, parse_onnx
 
 Reporter = Callable[[str], None]
 
@@ -82,7 +105,28 @@ TRT_BUILD_NAMES: tuple[str, ...] = (
     "get_tensor_dtype",
     "DataType",
     "HALF",
+    "progress_monitor",
+    "IProgressMonitor",
+    "phase_start",
+    "step_complete",
+    "phase_finish",
 )
+
+#: Builder names used only with tensorrt_rtx (checked against the installed tensorrt_rtx module).
+RTX_BUILD_NAMES: tuple[str, ...] = (
+    "num_compute_capabilities",
+    "set_compute_capability",
+    "ComputeCapability",
+)
+
+#: ``--trt-flavour`` values.
+FLAVOUR_CHOICES = ("auto", *FLAVOURS)
+
+#: How to install each flavour (for messages and the README).
+INSTALL_HINTS = {
+    "tensorrt": "pip install tensorrt-cu13 --extra-index-url https://pypi.nvidia.com (needs an NVIDIA GPU to build)",
+    "tensorrt_rtx": "pip install tensorrt-rtx-cu13==1.7.1.116 (builds without a GPU; engines run on RTX GPUs)",
+}
 
 #: Inputs with dynamic H, W per graph, and how (H, W) becomes their shape.
 PROFILE_INPUTS: dict[str, tuple[tuple[str, ...], Callable[[int, int], tuple[int, ...]]]] = {
@@ -97,10 +141,12 @@ class EngineConfig:
 
     onnx: Path
     out: Path | None = None  # plan path or folder; default: <onnx stem>.plan beside the ONNX
+    flavour: str = "auto"  # "auto" | "tensorrt" | "tensorrt_rtx" (see select_flavour)
+    compute_capabilities: tuple[tuple[int, int], ...] = ()  # tensorrt_rtx targets; () = its defaults
     min_size: tuple[int, int] = (64, 64)  # (H, W)
     opt_size: tuple[int, int] = (480, 640)
     max_size: tuple[int, int] = (1080, 1920)
-    timing_cache: Path | None = None  # default: refusion-trt-<version>.cache beside the plan
+    timing_cache: Path | None = None  # full TensorRT: default refusion-trt-<version>.cache beside the plan
     workspace_mib: int = 4096
     version_compatible: bool = False
     hardware_compatible: bool = False  # Ampere and later (compute capability >= 8.0)
@@ -112,9 +158,12 @@ class EngineConfig:
 class EngineResult:
     plan: Path
     sidecar: Path
-    precision_summary: dict[str, int] = field(default_factory=dict)  # datatype -> layer count
+    precision_summary: dict[str, int] = field(default_factory=dict)  # datatype -> layer count (inspector)
     tensorrt_version: str = ""
     gpu_name: str = ""
+    flavour: str = "tensorrt"
+    network: dict[str, Any] = field(default_factory=dict)  # NetworkReport.summary() of the parsed network
+    build_seconds: float = 0.0
 
 
 def plan_path_for(config: EngineConfig) -> Path:
@@ -138,6 +187,10 @@ def build_command(onnx: Path | str, config: EngineConfig | None = None) -> str:
             parts.append("--version-compatible")
         if config.hardware_compatible:
             parts.append("--hardware-compatible")
+        if config.flavour != "auto":
+            parts += ["--trt-flavour", config.flavour]
+        for cc in config.compute_capabilities:
+            parts += ["--compute-capability", cc_text(cc)]
     return " ".join(parts)
 
 
@@ -178,21 +231,135 @@ def probe_gpu(device: int = 0) -> GpuInfo:
     return GpuInfo(0, why_not="; ".join(reasons) or "no CUDA GPU found")
 
 
-def import_tensorrt_builder() -> Any:
+@dataclass(frozen=True)
+class Flavour:
+    """An importable TensorRT flavour with a builder."""
+
+    name: str  # "tensorrt" | "tensorrt_rtx"
+    module: Any
+    version: str
+
+    @property
+    def needs_gpu(self) -> bool:
+        """Full TensorRT builds for the GPU it runs on; TensorRT-RTX builds ahead of time without one."""
+        return self.name == "tensorrt"
+
+
+def _import_builder_module(name: str) -> Any:
+    """Import flavour ``name`` and check it has a Builder (the lean runtime has none)."""
+    import importlib
+
     try:
-        import tensorrt as trt  # type: ignore[import-not-found]
+        trt = importlib.import_module(name)
     except ImportError as exc:
-        raise MissingDependencyError(
-            "TensorRT (the full package, with the builder) is not installed: pip install 'refusion[trt]' "
-            "(tensorrt-cu13 comes from NVIDIA's package index: pip install --extra-index-url "
-            "https://pypi.nvidia.com tensorrt-cu13)"
-        ) from exc
+        raise MissingDependencyError(f"{name} is not installed: {INSTALL_HINTS[name]}") from exc
     if not hasattr(trt, "Builder"):
         raise MissingDependencyError(
-            f"the installed tensorrt module ({getattr(trt, '__file__', '?')}) has no Builder: it is a lean or "
-            "dispatch runtime; install the full tensorrt package to build engines"
+            f"the installed {name} module ({getattr(trt, '__file__', '?')}) has no Builder: it is a lean or "
+            f"dispatch runtime; to build engines: {INSTALL_HINTS[name]}"
         )
     return trt
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def select_flavour(requested: str = "auto", gpu: GpuInfo | None = None) -> Flavour:
+    """The TensorRT flavour to build with.
+
+    ``auto``: full ``tensorrt`` when it is installed and a GPU is usable (it builds for
+    that GPU), else ``tensorrt_rtx`` when installed (no GPU needed), else full
+    ``tensorrt`` (whose build then explains that it needs a GPU). A named flavour is
+    used or refused with the command that installs it. Constructs nothing.
+    """
+    if requested not in FLAVOUR_CHOICES:
+        raise EngineError(f"unknown TensorRT flavour {requested!r}; choose from {', '.join(FLAVOUR_CHOICES)}")
+    if requested == "auto":
+        have = [n for n in FLAVOURS if _installed(n)]
+        if not have:
+            raise MissingDependencyError(
+                "no TensorRT builder is installed; either " + "; or ".join(f"{n}: {h}" for n, h in INSTALL_HINTS.items())
+            )
+        if "tensorrt" in have and "tensorrt_rtx" in have:
+            gpu = gpu if gpu is not None else probe_gpu()
+            requested = "tensorrt" if gpu.count else "tensorrt_rtx"
+        else:
+            requested = have[0]
+    trt = _import_builder_module(requested)
+    return Flavour(requested, trt, str(trt.__version__))
+
+
+def _progress_monitor(trt: Any, say: Reporter) -> Any:
+    """An ``IProgressMonitor`` that reports the builder's top two phase levels with their times."""
+    import time
+
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.started: dict[str, float] = {}
+            self.depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            depth = 0 if parent_phase is None else self.depth.get(parent_phase, 0) + 1
+            self.depth[phase_name] = depth
+            self.started[phase_name] = time.perf_counter()
+            if depth <= 1:
+                say(f"{'  ' * (depth + 1)}{phase_name} ({num_steps} step{'s' if num_steps != 1 else ''})")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            depth = self.depth.pop(phase_name, 0)
+            took = time.perf_counter() - self.started.pop(phase_name, time.perf_counter())
+            if depth == 0:
+                say(f"  {phase_name} done in {took:.1f} s")
+
+    return Monitor()
+
+
+def _set_rtx_targets(trt: Any, bconf: Any, targets: Sequence[tuple[int, int]]) -> None:
+    """Set tensorrt_rtx target compute capabilities (e.g. (8, 6) -> ComputeCapability.SM86)."""
+    members = dict(trt.ComputeCapability.__members__)
+    enums = []
+    for cc in targets:
+        key = f"SM{cc[0]}{cc[1]}"
+        if key not in members:
+            known = sorted(cc_text((int(k[2:-1]), int(k[-1]))) for k in members if k.startswith("SM"))
+            raise EngineError(
+                f"tensorrt_rtx {trt.__version__} cannot target compute capability {cc_text(cc)}; it knows {', '.join(known)}"
+            )
+        enums.append(members[key])
+    bconf.num_compute_capabilities = len(enums)
+    for i, value in enumerate(enums):
+        if not bconf.set_compute_capability(value, i):
+            raise EngineError(f"tensorrt_rtx refused target compute capability {cc_text(targets[i])}")
+
+
+def check_writable(folder: Path) -> None:
+    """Raise EngineError unless files can be created in ``folder`` (created if missing), before any work."""
+    import tempfile
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise EngineError(f"cannot write into {folder}: {probe} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise EngineError(
+            f"cannot write into {folder} ({exc.strerror or exc}); choose a writable folder with --out"
+        ) from None
 
 
 def _parse_onnx_io(onnx_path: Path) -> tuple[str, str, dict]:
@@ -278,11 +445,15 @@ def check_precision(counts: dict[str, int], precision: str, allow_fp32: float) -
 
 
 def build_engine(config: EngineConfig, report: Reporter | None = None) -> EngineResult:
-    """Build a plan + side-car from an rfexport ONNX file. Needs a GPU and the full TensorRT.
+    """Build a plan + side-car from an rfexport ONNX file with the flavour of ``config.flavour``.
 
-    Raises EngineError (no GPU, parse/build failure, FP16 that came out FP32, existing
-    output without overwrite) or MissingDependencyError (no TensorRT).
+    Full TensorRT needs a GPU; tensorrt_rtx does not. Raises EngineError (no GPU for full
+    TensorRT, a parsed network without its float32 islands or FP16 interior, parse/build
+    failure, an FP16 engine that came out FP32, existing output without overwrite, an
+    unwritable folder) or MissingDependencyError (no TensorRT flavour installed).
     """
+    import time
+
     say = report or (lambda _m: None)
     onnx_path = Path(config.onnx)
     if not onnx_path.is_file():
@@ -293,25 +464,45 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
     side = plan.with_name(plan.name + ".json")
     if not config.overwrite and (plan.exists() or side.exists()):
         raise EngineError(f"{plan} already exists; pass --overwrite to replace it")
+    check_writable(plan.parent)
     gpu = probe_gpu()
-    if gpu.count == 0:
+    flavour = select_flavour(config.flavour, gpu)
+    trt = flavour.module
+    if flavour.needs_gpu and gpu.count == 0:
+        hint = "" if _installed("tensorrt_rtx") else f", or build a TensorRT-RTX engine here ({INSTALL_HINTS['tensorrt_rtx']})"
         raise EngineError(
-            f"building a TensorRT engine needs an NVIDIA GPU, and none is usable here ({gpu.why_not}); "
-            f"on the target machine run: {build_command(onnx_path, config)}"
+            f"building a full TensorRT engine needs an NVIDIA GPU, and none is usable here ({gpu.why_not}); "
+            f"on the target machine run: {build_command(onnx_path, config)}{hint}"
         )
-    trt = import_tensorrt_builder()
-    say(f"TensorRT {trt.__version__} on {gpu.name} (compute capability {gpu.compute_capability[0]}.{gpu.compute_capability[1]})")
+    if flavour.name == "tensorrt" and config.compute_capabilities:
+        raise EngineError(
+            "--compute-capability is for tensorrt_rtx builds; full TensorRT builds for the GPU it runs on "
+            "(--hardware-compatible for any Ampere-or-later GPU)"
+        )
+    if flavour.name == "tensorrt_rtx" and (config.version_compatible or config.hardware_compatible):
+        raise EngineError(
+            "--version-compatible / --hardware-compatible are full-TensorRT options; a tensorrt_rtx engine "
+            "targets compute capabilities instead (--compute-capability)"
+        )
+    if flavour.name == "tensorrt_rtx":
+        targets = ", ".join(cc_text(c) for c in config.compute_capabilities) or "its defaults: " + ", ".join(
+            cc_text(c) for c in RTX_DEFAULT_TARGETS
+        ) + " and later"
+        say(f"tensorrt_rtx {flavour.version}, building ahead of time for compute capability {targets}")
+    else:
+        say(f"TensorRT {flavour.version} on {gpu.name} (compute capability {cc_text(gpu.compute_capability)})")
 
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineError(f"TensorRT cannot parse {onnx_path.name}: " + "; ".join(errors[:5]))
+    builder, network, _parser = parse_onnx(trt, onnx_path, logger)
+    netrep = network_report(network, trt)
+    say(f"parsed {onnx_path.name}: {netrep.describe()}")
+    problems = check_network(netrep, graph, precision)
+    if problems:
+        raise EngineError(f"{onnx_path.name} as parsed by {flavour.name} {flavour.version}: " + "; ".join(problems))
     bconf = builder.create_builder_config()
     bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_mib) << 20)
     bconf.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer datatypes in the inspector
+    bconf.progress_monitor = monitor = _progress_monitor(trt, say)
     names, shape_of = PROFILE_INPUTS[graph]
     profile = builder.create_optimization_profile()
     net_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
@@ -320,66 +511,87 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
             raise EngineError(f"{onnx_path.name} has no input {name!r} (inputs: {sorted(net_inputs)})")
         profile.set_shape(name, shape_of(*config.min_size), shape_of(*config.opt_size), shape_of(*config.max_size))
     bconf.add_optimization_profile(profile)
-    if config.version_compatible:
-        bconf.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        bconf.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
-    if config.hardware_compatible:
-        bconf.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    cache_path = Path(config.timing_cache) if config.timing_cache else plan.with_name(f"refusion-trt-{trt.__version__}.cache")
-    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache = bconf.create_timing_cache(cache_bytes)
-    bconf.set_timing_cache(cache, ignore_mismatch=True)
+    cache_path = None
+    if flavour.name == "tensorrt_rtx":
+        if config.compute_capabilities:
+            _set_rtx_targets(trt, bconf, config.compute_capabilities)
+    else:
+        if config.version_compatible:
+            bconf.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+            bconf.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+        if config.hardware_compatible:
+            bconf.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        cache_path = Path(config.timing_cache) if config.timing_cache else plan.with_name(f"refusion-trt-{flavour.version}.cache")
+        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = bconf.create_timing_cache(cache_bytes)
+        bconf.set_timing_cache(cache, ignore_mismatch=True)
     say(f"building {plan.name} from {onnx_path.name} ({graph}, {precision}); profile {config.min_size}..{config.max_size}")
+    t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, bconf)
+    build_seconds = time.perf_counter() - t0
+    del monitor
     if serialized is None:
-        raise EngineError(f"TensorRT failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
+        raise EngineError(f"{flavour.name} failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
     plan_bytes = bytes(serialized)
+    say(f"built in {build_seconds:.1f} s: {len(plan_bytes) / 1e6:.1f} MB")
 
-    runtime = trt.Runtime(logger)
-    if config.version_compatible:
-        runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(plan_bytes)
-    if engine is None:
-        raise EngineError("TensorRT built a plan it cannot load back")
-    inspector = engine.create_engine_inspector()
-    info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    counts = summarise_layer_precisions(info)
-    say(f"engine layers by output type: {counts}")
-    check_precision(counts, precision, config.allow_fp32_layers)
-    io_types = {
-        engine.get_tensor_name(i): str(engine.get_tensor_dtype(engine.get_tensor_name(i)))
-        for i in range(engine.num_io_tensors)
-    }
+    counts: dict[str, int] = {}
+    io_types: dict[str, str] = {}
+    if gpu.count and flavour.name == "tensorrt":  # loading the plan back needs the GPU it was built for
+        runtime = trt.Runtime(logger)
+        if config.version_compatible:
+            runtime.engine_host_code_allowed = True
+        engine = runtime.deserialize_cuda_engine(plan_bytes)
+        if engine is None:
+            raise EngineError("TensorRT built a plan it cannot load back")
+        inspector = engine.create_engine_inspector()
+        info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        counts = summarise_layer_precisions(info)
+        say(f"engine layers by output type: {counts}")
+        check_precision(counts, precision, config.allow_fp32_layers)
+        io_types = {
+            engine.get_tensor_name(i): str(engine.get_tensor_dtype(engine.get_tensor_name(i)))
+            for i in range(engine.num_io_tensors)
+        }
+    else:
+        io_types = dict(netrep.io_types)
 
-    plan.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan.with_name(f".{plan.name}.tmp")
-    tmp.write_bytes(plan_bytes)
-    os.replace(tmp, plan)
-    timing = bconf.get_timing_cache()
-    if timing is not None:
-        cache_tmp = cache_path.with_name(f".{cache_path.name}.tmp")
-        cache_tmp.write_bytes(bytes(timing.serialize()))
-        os.replace(cache_tmp, cache_path)
+    atomic_write_bytes(plan, plan_bytes)
+    if cache_path is not None:
+        timing = bconf.get_timing_cache()
+        if timing is not None:
+            atomic_write_bytes(cache_path, bytes(timing.serialize()))
     sidecar = {
         "model_card": card,
         "graph": graph,
         "precision": precision,
-        "tensorrt_version": str(trt.__version__),
-        "gpu_name": gpu.name,
-        "compute_capability": list(gpu.compute_capability),
+        "flavour": flavour.name,
+        "tensorrt_version": flavour.version,
         "profile": {"min": list(config.min_size), "opt": list(config.opt_size), "max": list(config.max_size)},
         "onnx_file": onnx_path.name,
         "onnx_sha256": sha256_file(onnx_path),
         "plan_sha256": sha256_file(plan),
         "version_compatible": bool(config.version_compatible),
         "hardware_compatibility": "ampere_plus" if config.hardware_compatible else "none",
+        "network": netrep.summary(),
         "layer_precisions": counts,
         "io_tensors": io_types,
+        "build_seconds": round(build_seconds, 2),
         "rebuild_command": build_command(onnx_path.name, config),
     }
+    if flavour.name == "tensorrt_rtx":
+        sidecar["compute_capabilities"] = [cc_text(c) for c in config.compute_capabilities] or "default"
+        sidecar["gpu_name"] = ""  # built ahead of time, on no GPU
+        sidecar["compute_capability"] = []
+    else:
+        sidecar["gpu_name"] = gpu.name
+        sidecar["compute_capability"] = list(gpu.compute_capability)
     side = write_sidecar(plan, sidecar)
     say(f"wrote {plan} and {side.name}")
-    return EngineResult(plan=plan, sidecar=side, precision_summary=counts, tensorrt_version=str(trt.__version__), gpu_name=gpu.name)
+    return EngineResult(
+        plan=plan, sidecar=side, precision_summary=counts, tensorrt_version=flavour.version, gpu_name=gpu.name,
+        flavour=flavour.name, network=netrep.summary(), build_seconds=build_seconds,
+    )
 
 
 def engine_hint(onnx_files: Sequence[Path], config: EngineConfig | None = None) -> str:

@@ -99,3 +99,23 @@ def write_triton_repo(
         shutil.copyfile(side, dest.with_name(dest.name + ".json"))
     config.write_text(config_pbtxt(name, platform, graph, card_json, plan_batch_one=platform == "tensorrt_plan"))
     return folder
+
+
+def add_to_repo(
+    artifact: str | os.PathLike, repo: str | os.PathLike, name: str | None = None, overwrite: bool = False
+) -> Path:
+    """Add an rfexport ``.onnx`` (graph and card from its metadata) or ``.plan`` (from its side-car) to ``repo``."""
+    src = Path(artifact)
+    if src.suffix == ".plan":
+        from refusion.runtime.sidecar import read_sidecar
+
+        side = read_sidecar(src)
+        graph, card = str(side["graph"]), json.dumps(side.get("model_card") or {}, sort_keys=True)
+    elif src.suffix == ".onnx":
+        from .tensorrt_build import _parse_onnx_io
+
+        graph, _precision, card_dict = _parse_onnx_io(src)
+        card = json.dumps(card_dict, sort_keys=True)
+    else:
+        raise EngineError(f"{src}: a Triton model needs an rfexport .onnx or .plan file")
+    return write_triton_repo(repo, src, graph, card, name=name, overwrite=overwrite)

@@ -1,7 +1,8 @@
 """``rfexport MODEL``: ONNX files, then the TensorRT engine where this machine can build it, then Triton.
 
-Where TensorRT or a GPU is missing the ONNX files are still written, and the
-report says which command builds the engine on the target.
+This machine can build when tensorrt_rtx is installed (no GPU needed) or full
+TensorRT and a GPU are. Otherwise the ONNX files are still written, and the report
+says which command builds the engine on the target.
 """
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from refusion.runtime.errors import EngineError
+from refusion.runtime.errors import EngineError, MissingDependencyError
 
 from .onnx_export import ExportConfig, ExportResult, export_model
-from .tensorrt_build import EngineConfig, EngineResult, build_command, build_engine, probe_gpu
+from .tensorrt_build import EngineConfig, EngineResult, build_command, build_engine, probe_gpu, select_flavour
 
 Reporter = Callable[[str], None]
 
@@ -33,29 +34,29 @@ class WorkflowResult:
     triton: list[Path] = field(default_factory=list)
 
 
-def _tensorrt_available() -> str:
-    """'' when the full TensorRT (with Builder) is importable, else why not. Constructs nothing."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed"
+def why_no_engine_here(flavour: str = "auto") -> str:
+    """'' when this machine can build an engine with ``flavour``, else why not. Constructs nothing."""
+    gpu = probe_gpu()
+    try:
+        chosen = select_flavour(flavour, gpu)
+    except (MissingDependencyError, EngineError) as exc:
+        return str(exc)
+    if chosen.needs_gpu and gpu.count == 0:
+        return f"full TensorRT needs an NVIDIA GPU to build, and none is usable here ({gpu.why_not})"
     return ""
 
 
 def run_export(config: WorkflowConfig, report: Reporter | None = None) -> WorkflowResult:
     say = report or (lambda _m: None)
     onnx = export_model(config.export, say)
+    for path in onnx.files.values():
+        say(f"wrote {path}")
     result = WorkflowResult(onnx=onnx)
     precision = "fp16" if config.export.fp16 else "fp32"
     target = onnx.files.get(f"colour.{precision}") or onnx.files.get(f"core.{precision}")
     if target is not None and config.engine is not False:
         ecfg = replace(config.engine_template, onnx=target, out=target.parent, overwrite=config.export.overwrite)
-        why = ""
-        gpu = probe_gpu()
-        if gpu.count == 0:
-            why = f"no usable NVIDIA GPU ({gpu.why_not})"
-        else:
-            why = _tensorrt_available()
+        why = why_no_engine_here(ecfg.flavour)
         if why:
             result.engine_hint = build_command(target, ecfg)
             if config.engine:

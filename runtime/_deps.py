@@ -14,6 +14,7 @@ _HINTS: dict[str, str] = {
     "onnxruntime": "pip install 'refusion[cpu]' (or 'refusion[gpu]' for CUDA)",
     "tensorrt": "pip install 'refusion[trt]', or run the ONNX model with --backend ort",
     "tensorrt_lean": "pip install tensorrt-lean-cu13, or run the ONNX model with --backend ort",
+    "tensorrt_rtx": "pip install tensorrt-rtx-cu13, or run the ONNX model with --backend ort",
     "cuda.bindings": "pip install cuda-python",
     "scipy": "pip install scipy",
     "tensorboard": "pip install tensorboard",

@@ -8,13 +8,16 @@ rebuild. No torch and no tensorrt import here.
 
 Side-car keys (all written by ``refusion.export.tensorrt_build``)::
 
-    format, format_version     "refusion-plan-sidecar", 1
+    format, format_version     "refusion-plan-sidecar", 2 (1: no "flavour", always full TensorRT)
     model_card                 the ModelCard as a JSON object (runtime/card.py)
     graph                      "core" | "colour"
-    precision                  "fp32" | "fp16" (what the engine inspection found)
-    tensorrt_version           e.g. "10.13.3.9"
-    gpu_name                   e.g. "NVIDIA H100 80GB HBM3"
-    compute_capability         [major, minor]
+    precision                  "fp32" | "fp16" (the graph's; checked on the parsed network and, with a GPU, the engine)
+    flavour                    "tensorrt" (10.x/11.x) | "tensorrt_rtx"
+    tensorrt_version           version of that flavour, e.g. "10.13.3.9" or "1.7.1.116"
+    gpu_name                   e.g. "NVIDIA H100 80GB HBM3" ("" for tensorrt_rtx: built without a GPU)
+    compute_capability         [major, minor] of that GPU ([] for tensorrt_rtx)
+    compute_capabilities       tensorrt_rtx only: target list, e.g. ["8.6", "8.9"], or "default"
+    network                    layer counts of the parsed network (export/trt_network.py)
     profile                    {"min": [H, W], "opt": [H, W], "max": [H, W]}
     onnx_file, onnx_sha256     the ONNX the plan was built from
     plan_sha256                sha256 of the .plan bytes
@@ -34,7 +37,11 @@ from .errors import EngineError
 from .fsutil import atomic_write_text
 
 FORMAT_TAG = "refusion-plan-sidecar"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: TensorRT flavours a plan can come from (the module names).
+FLAVOURS = ("tensorrt", "tensorrt_rtx")
+#: Compute capabilities a tensorrt_rtx engine built with the default targets runs on ("and later" beyond the last).
+RTX_DEFAULT_TARGETS: tuple[tuple[int, int], ...] = ((8, 0), (8, 6), (8, 9), (12, 0))
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 REQUIRED_KEYS = (
     "model_card",
@@ -120,12 +127,17 @@ def check_sidecar(
     compute_capability: tuple[int, int],
     *,
     lean: bool = False,
+    flavour: str = "tensorrt",
     plan_path: str | os.PathLike | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> None:
     """Raise EngineError when the plan described by ``sidecar`` cannot run here.
 
-    Rules (TensorRT's own compatibility rules):
+    ``flavour`` is the TensorRT flavour that will load the plan ("tensorrt" also for the
+    lean runtime). Rules (TensorRT's own compatibility rules):
+    - Flavour: a tensorrt_rtx plan loads only in tensorrt_rtx, a full-TensorRT plan only in
+      tensorrt (or tensorrt_lean); tensorrt_rtx plans need the exact version that built them
+      and a GPU among their target compute capabilities.
     - TensorRT version: equal, or (version-compatible plan) same major and installed >= built.
     - GPU: same compute capability; a different one only for a hardware-compatible plan
       ("ampere_plus": any GPU with compute capability >= 8.0). The same compute capability
@@ -136,6 +148,25 @@ def check_sidecar(
     how = f"rebuild it on this machine with: {rebuild_command(sidecar, plan_path)}"
     name = Path(plan_path).name if plan_path else "the engine"
     built_v = str(sidecar.get("tensorrt_version", ""))
+    built_flavour = plan_flavour(sidecar)
+    if built_flavour != flavour:
+        raise EngineError(
+            f"{name} was built with {built_flavour} {built_v}, but this runtime uses {flavour} {trt_version}: "
+            f"plans of one TensorRT flavour do not load in another; {how}"
+        )
+    if built_flavour == "tensorrt_rtx":
+        if built_v != str(trt_version):
+            raise EngineError(
+                f"{name} was built with tensorrt_rtx {built_v} but tensorrt_rtx {trt_version} is installed; "
+                f"install tensorrt-rtx-cu13=={built_v}, or {how}"
+            )
+        if not rtx_runs_on(sidecar, compute_capability):
+            raise EngineError(
+                f"{name} is a tensorrt_rtx engine for {rtx_targets_text(sidecar)}, but this GPU ({gpu_name}) "
+                f"has compute capability {_cc(tuple(compute_capability))}; {how} --compute-capability "
+                f"{_cc(tuple(compute_capability))} (TensorRT-RTX targets RTX GPUs; data-centre GPUs need full TensorRT)"
+            )
+        return
     vc = bool(sidecar.get("version_compatible", False))
     if lean and not vc:
         raise EngineError(
@@ -175,3 +206,43 @@ def check_sidecar(
 
 def _cc(cc: tuple[int, ...]) -> str:
     return ".".join(str(x) for x in cc) if cc else "unknown"
+
+
+def cc_text(cc: tuple[int, ...] | list[int]) -> str:
+    """(8, 6) -> "8.6"."""
+    return _cc(tuple(cc))
+
+
+def parse_cc(text: str) -> tuple[int, int]:
+    """"8.6" (or "86", "sm86", "SM_86") -> (8, 6); EngineError when malformed."""
+    t = str(text).strip().lower().replace("sm", "").replace("_", "")
+    try:
+        if "." in t:
+            major, minor = (int(x) for x in t.split("."))
+        else:
+            major, minor = int(t[:-1]), int(t[-1])
+    except ValueError:
+        raise EngineError(f"{text!r} is not a compute capability like 8.6") from None
+    return (major, minor)
+
+
+def plan_flavour(sidecar: Mapping[str, Any]) -> str:
+    """The TensorRT flavour that built the plan ("tensorrt" for format-1 side-cars)."""
+    return str(sidecar.get("flavour") or "tensorrt")
+
+
+def rtx_targets_text(sidecar: Mapping[str, Any]) -> str:
+    """The GPUs a tensorrt_rtx plan targets, for messages."""
+    targets = sidecar.get("compute_capabilities", "default")
+    if targets == "default" or not targets:
+        return "compute capability " + ", ".join(_cc(c) for c in RTX_DEFAULT_TARGETS) + " and later"
+    return "compute capability " + ", ".join(str(t) for t in targets)
+
+
+def rtx_runs_on(sidecar: Mapping[str, Any], compute_capability: tuple[int, int]) -> bool:
+    """Whether a tensorrt_rtx plan's targets include a GPU of ``compute_capability``."""
+    cc = tuple(int(x) for x in compute_capability)
+    targets = sidecar.get("compute_capabilities", "default")
+    if targets == "default" or not targets:
+        return cc in RTX_DEFAULT_TARGETS or cc >= RTX_DEFAULT_TARGETS[-1]
+    return cc in {parse_cc(t) for t in targets}

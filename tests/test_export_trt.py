@@ -1,6 +1,7 @@
 """TensorRT build logic without a GPU (layer-precision check, paths, commands, Triton), and the real build on one."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from refusion.export.tensorrt_build import (
 )
 from refusion.export.triton import config_pbtxt, write_triton_repo
 from refusion.runtime.card import ModelCard, onnx_metadata
-from refusion.runtime.errors import EngineError
+from refusion.runtime.errors import EngineError, MissingDependencyError
 
 # What the engine inspector returns with ProfilingVerbosity.DETAILED (abridged).
 INSPECTOR_FP16 = {
@@ -53,6 +54,8 @@ def test_plan_paths_and_command(tmp_path):
     assert cmd == (
         "rfexport engine m.colour.fp16.onnx --min-size 64x64 --opt-size 480x640 --max-size 1080x1920 --version-compatible"
     )
+    cmd = build_command(onnx.name, EngineConfig(onnx=onnx, flavour="tensorrt_rtx", compute_capabilities=((8, 6),)))
+    assert cmd.endswith("--trt-flavour tensorrt_rtx --compute-capability 8.6")
 
 
 def _tiny_onnx(path: Path) -> Path:
@@ -72,13 +75,57 @@ def _tiny_onnx(path: Path) -> Path:
     return path
 
 
-def test_engine_without_gpu_says_how_to_build(tmp_path):
+def test_full_tensorrt_without_gpu_says_how_to_build(tmp_path):
     if probe_gpu().count:
         pytest.skip("a GPU is present: the real build is tested below")
     onnx = _tiny_onnx(tmp_path / "m.fp16.onnx")
-    with pytest.raises(EngineError, match=r"needs an NVIDIA GPU.*rfexport engine .*m\.fp16\.onnx"):
-        build_engine(EngineConfig(onnx=onnx))
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(MissingDependencyError, match=r"tensorrt is not installed: pip install tensorrt-cu13"):
+            build_engine(EngineConfig(onnx=onnx, flavour="tensorrt"))
+    else:
+        with pytest.raises(EngineError, match=r"needs an NVIDIA GPU.*rfexport engine .*m\.fp16\.onnx"):
+            build_engine(EngineConfig(onnx=onnx, flavour="tensorrt"))
     assert not list(tmp_path.glob("*.plan*"))
+
+
+def test_flavour_selection(monkeypatch):
+    from refusion.export import tensorrt_build as tb
+
+    with pytest.raises(EngineError, match="unknown TensorRT flavour 'tensorrt_lean'"):
+        tb.select_flavour("tensorrt_lean")
+    monkeypatch.setattr(tb, "_installed", lambda name: False)
+    with pytest.raises(MissingDependencyError, match="no TensorRT builder is installed.*tensorrt-rtx-cu13"):
+        tb.select_flavour("auto")
+
+
+def test_rtx_options_are_refused_with_full_tensorrt_and_vice_versa(tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    onnx = _tiny_onnx(tmp_path / "m.fp16.onnx")
+    with pytest.raises(EngineError, match="full-TensorRT options"):
+        build_engine(EngineConfig(onnx=onnx, flavour="tensorrt_rtx", version_compatible=True))
+
+
+def test_engine_refuses_a_network_that_is_not_a_refusion_graph(tmp_path):
+    """tensorrt_rtx parses it (no GPU needed), and the parsed-network check refuses it before any build."""
+    pytest.importorskip("tensorrt_rtx")
+    onnx = _tiny_onnx(tmp_path / "m.fp16.onnx")
+    with pytest.raises(EngineError, match="as parsed by tensorrt_rtx .*no convolution"):
+        build_engine(EngineConfig(onnx=onnx, flavour="tensorrt_rtx"))
+    assert not list(tmp_path.glob("*.plan*"))
+
+
+def test_engine_into_an_unwritable_folder(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        target = Path("/proc/refusion-no-such-dir")  # even root cannot create folders in /proc
+    else:
+        target = tmp_path / "ro"
+        target.mkdir()
+        target.chmod(0o500)
+    onnx = _tiny_onnx(tmp_path / "m.fp16.onnx")
+    with pytest.raises(EngineError, match="cannot write into"):
+        build_engine(EngineConfig(onnx=onnx, out=target))
 
 
 def test_engine_rejects_bad_sizes_and_non_refusion_onnx(tmp_path):
@@ -139,3 +186,12 @@ def test_build_fp16_engine_on_gpu(tmp_path, official):
         fused, _ = be.infer(a, b, np.zeros(3, np.float32))
     ref, _ = run_colour(ort_session(res.files["colour.fp32"]), a, b)
     assert np.abs(fused.astype(int) - ref.astype(int)).max() <= 2
+
+
+def test_rfexport_builds_here_when_tensorrt_rtx_is_installed():
+    from refusion.export.workflow import why_no_engine_here
+
+    has_rtx = importlib.util.find_spec("tensorrt_rtx") is not None
+    assert (why_no_engine_here("auto") == "") == (has_rtx or (importlib.util.find_spec("tensorrt") is not None and probe_gpu().count > 0))
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "tensorrt is not installed" in why_no_engine_here("tensorrt")

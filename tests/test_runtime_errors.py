@@ -140,13 +140,14 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 # -- TensorRT engine checks, without a GPU: the runtime's wiring around the side-car ------------
-def fake_trt_env(monkeypatch, version: str = "10.13.3.9", gpu: str = "NVIDIA H100 80GB HBM3", cc=(9, 0)):
+def fake_trt_env(monkeypatch, version: str = "10.13.3.9", gpu: str = "NVIDIA H100 80GB HBM3", cc=(9, 0),
+                 module: str = "tensorrt"):
     from refusion.runtime.backends import tensorrt as trt_backend
 
     def runtime_ctor(*a, **k):
         raise AssertionError("a TensorRT object was constructed before the side-car check")
 
-    fake_trt = types.SimpleNamespace(__version__=version, __name__="tensorrt", Runtime=runtime_ctor,
+    fake_trt = types.SimpleNamespace(__version__=version, __name__=module, Runtime=runtime_ctor,
                                      Logger=runtime_ctor)
     props = types.SimpleNamespace(name=gpu.encode(), major=cc[0], minor=cc[1])
     fake_cudart = types.SimpleNamespace(
@@ -155,7 +156,7 @@ def fake_trt_env(monkeypatch, version: str = "10.13.3.9", gpu: str = "NVIDIA H10
         cudaGetDeviceProperties=lambda i: (0, props),
     )
     monkeypatch.setattr(trt_backend, "_cudart", lambda: fake_cudart)
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda *a, **k: fake_trt)
 
 
 def write_plan(tmp_path: Path, **sidecar) -> Path:
@@ -188,6 +189,20 @@ def test_engine_from_another_tensorrt_or_gpu(tmp_path: Path, monkeypatch) -> Non
     plan = write_plan(tmp_path, tensorrt_version="10.13.3.9")
     res = rfrun("--ir", a, "--vis", b, "-m", plan, "-o", tmp_path / "x.mp4")
     assert res.exit_code == 1 and "compute capability 8.0" in res.output and "rfexport engine" in res.output
+    assert not (tmp_path / "x.mp4").exists() and no_partials(tmp_path)
+
+
+def test_tensorrt_rtx_plan_checked_before_any_tensorrt_object(tmp_path: Path, monkeypatch) -> None:
+    a, b = frames(tmp_path / "a", 2), frames(tmp_path / "b", 2)
+    rtx = dict(flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", gpu_name="", compute_capability=[],
+               compute_capabilities=["8.6"])
+    fake_trt_env(monkeypatch, version="1.7.1.116", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9), module="tensorrt_rtx")
+    res = rfrun("--ir", a, "--vis", b, "-m", write_plan(tmp_path, **rtx), "-o", tmp_path / "x.mp4")
+    assert res.exit_code == 1 and "tensorrt_rtx engine for compute capability 8.6" in res.output
+    assert "--compute-capability 8.9" in res.output and "Traceback" not in res.output
+    fake_trt_env(monkeypatch, version="10.13.3.9", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9))
+    res = rfrun("--ir", a, "--vis", b, "-m", write_plan(tmp_path, **rtx), "-o", tmp_path / "x.mp4")
+    assert res.exit_code == 1 and "built with tensorrt_rtx 1.7.1.116, but this runtime uses tensorrt 10.13.3.9" in res.output
     assert not (tmp_path / "x.mp4").exists() and no_partials(tmp_path)
 
 

@@ -118,3 +118,39 @@ def test_other_gpu_rejected():
     warnings: list[str] = []
     check_sidecar(_sidecar(), "10.13.3.9", "NVIDIA H100 PCIe", (9, 0), warn=warnings.append)
     assert warnings and "same compute capability" in warnings[0]
+
+
+def _rtx(**over) -> dict:
+    d = _sidecar(flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", gpu_name="", compute_capability=[],
+                 compute_capabilities="default", rebuild_command="rfexport engine ivif.colour.fp16.onnx --trt-flavour tensorrt_rtx")
+    d.update(over)
+    return d
+
+
+def test_tensorrt_rtx_plans():
+    rtx4090, h100 = ("NVIDIA GeForce RTX 4090", (8, 9)), ("NVIDIA H100 80GB HBM3", (9, 0))
+    check_sidecar(_rtx(), "1.7.1.116", *rtx4090, flavour="tensorrt_rtx")
+    check_sidecar(_rtx(), "1.7.1.116", "RTX 5090", (12, 0), flavour="tensorrt_rtx")
+    with pytest.raises(EngineError, match=r"compute capability 8.0, 8.6, 8.9, 12.0 and later.*9.0.*--compute-capability 9.0"):
+        check_sidecar(_rtx(), "1.7.1.116", *h100, flavour="tensorrt_rtx")
+    with pytest.raises(EngineError, match=r"built with tensorrt_rtx 1.7.1.116 but tensorrt_rtx 1.8.0.1 is installed.*tensorrt-rtx-cu13==1.7.1.116"):
+        check_sidecar(_rtx(), "1.8.0.1", *rtx4090, flavour="tensorrt_rtx")
+    with pytest.raises(EngineError, match=r"built with tensorrt_rtx 1.7.1.116, but this runtime uses tensorrt 10.13.3.9.*rebuild"):
+        check_sidecar(_rtx(), "10.13.3.9", *rtx4090, flavour="tensorrt")
+    with pytest.raises(EngineError, match=r"built with tensorrt 10.13.3.9, but this runtime uses tensorrt_rtx"):
+        check_sidecar(_sidecar(), "1.7.1.116", *rtx4090, flavour="tensorrt_rtx")
+    targeted = _rtx(compute_capabilities=["8.6"])
+    check_sidecar(targeted, "1.7.1.116", "RTX 3090", (8, 6), flavour="tensorrt_rtx")
+    with pytest.raises(EngineError, match="compute capability 8.6, but this GPU"):
+        check_sidecar(targeted, "1.7.1.116", *rtx4090, flavour="tensorrt_rtx")
+
+
+def test_format_1_side_car_is_full_tensorrt(tmp_path):
+    plan = tmp_path / "e.plan"
+    plan.write_bytes(b"\0")
+    write_sidecar(plan, _sidecar())
+    data = json.loads(sidecar_path(plan).read_text())
+    data["format_version"] = 1
+    sidecar_path(plan).write_text(json.dumps(data))
+    side = read_sidecar(plan)
+    check_sidecar(side, "10.13.3.9", *H100)  # no "flavour" key: a full-TensorRT plan

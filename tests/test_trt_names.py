@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from refusion.export.tensorrt_build import TRT_BUILD_NAMES
+from refusion.export.tensorrt_build import RTX_BUILD_NAMES, TRT_BUILD_NAMES
 from refusion.runtime.backends.tensorrt import TRT_API_NAMES
 
 #: (package, version, TensorRT major) checked. 10.13 = the last 10.x on cu12 wheels here, 11.4 = current.
@@ -123,16 +123,37 @@ def test_runtime_names_in_installed_lean_module():
 
 
 def test_name_list_covers_the_builder_code():
-    """Every attribute build_engine touches is either ours/stdlib or listed in TRT_BUILD_NAMES."""
+    """Every attribute the builder code touches is either ours/stdlib or listed in TRT_BUILD_NAMES / RTX_BUILD_NAMES."""
     import ast
     import dataclasses
     import inspect
+    import time
 
     from refusion.export import tensorrt_build as tb
+    from refusion.export import trt_network as tn
 
-    tree = ast.parse(inspect.getsource(tb.build_engine))
-    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-    ours = set(dir(Path)) | set(dir(str)) | set(dir(dict))
-    ours |= {f.name for c in (tb.EngineConfig, tb.GpuInfo, tb.EngineResult) for f in dataclasses.fields(c)}
-    unlisted = sorted(used - ours - set(TRT_BUILD_NAMES))
+    def attrs(*funcs) -> set[str]:
+        out: set[str] = set()
+        for f in funcs:
+            tree = ast.parse(inspect.getsource(f))
+            out |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        return out
+
+    ours = set(dir(Path)) | set(dir(str)) | set(dir(dict)) | set(dir(list)) | set(dir(time)) | {"__members__"}
+    ours |= {f.name for c in (tb.EngineConfig, tb.GpuInfo, tb.EngineResult, tb.Flavour) for f in dataclasses.fields(c)}
+    ours |= set(dir(tb.Flavour)) | set(dir(tn.NetworkReport)) | {f.name for f in dataclasses.fields(tn.NetworkReport)}
+    unlisted = sorted(attrs(tb.build_engine, tb._set_rtx_targets) - ours - set(TRT_BUILD_NAMES) - set(RTX_BUILD_NAMES))
     assert not unlisted, f"add these TensorRT names to TRT_BUILD_NAMES: {unlisted}"
+    ours |= set(dir(tn.ParsedReduce)) | {"__class__"}
+    unlisted = sorted(attrs(tn.network_report, tn.parse_onnx) - ours - set(tn.TRT_NETWORK_NAMES))
+    assert not unlisted, f"add these TensorRT names to TRT_NETWORK_NAMES: {unlisted}"
+
+
+@pytest.mark.parametrize("package", [f"{p}=={v}" for p, v in WHEELS if "lean" not in p])
+def test_network_check_names_in_full_bindings(wheels, package):
+    """The parsed-network check (export/trt_network.py) also works with full TensorRT 10.x and 11.x."""
+    from refusion.export.trt_network import TRT_NETWORK_NAMES
+
+    so, init = _extension_bytes(wheels[package])
+    missing = [n for n in TRT_NETWORK_NAMES if not _has(n, so, init)]
+    assert not missing, f"{package} lacks {missing}"

@@ -6,8 +6,12 @@ context (the one torch uses too). The GPU is probed with ``cudaGetDeviceCount()`
 *before* any TensorRT object is constructed: without a GPU, TensorRT can return a
 half-made runtime that segfaults on the next call.
 
-Either the full ``tensorrt`` module or the 45 MB ``tensorrt_lean`` runtime is used
-(the lean one only runs version-compatible plans). A version-compatible plan
+The plan's side-car names the TensorRT flavour that built it, and the same flavour
+loads it: the full ``tensorrt`` module or the 45 MB ``tensorrt_lean`` runtime for
+TensorRT 10.x/11.x plans (the lean one only runs version-compatible plans), the
+``tensorrt_rtx`` module for TensorRT-RTX plans. TensorRT-RTX compiles its kernels for
+the GPU at first use; they are kept in a runtime cache file beside the plan
+(``<plan>.runtime-cache``) so later starts skip that. A version-compatible plan
 carries host code; it is only loaded with ``trust_engine_code=True``
 (``--trust-engine-code``), because running it executes code from the plan file.
 """
@@ -43,6 +47,15 @@ TRT_API_NAMES: tuple[str, ...] = (
     "set_input_shape",
     "set_tensor_address",
     "execute_async_v3",
+)
+
+#: Runtime names used only with tensorrt_rtx plans (runtime cache), checked against the installed tensorrt_rtx.
+RTX_API_NAMES: tuple[str, ...] = (
+    "create_runtime_config",
+    "create_runtime_cache",
+    "set_runtime_cache",
+    "deserialize",
+    "serialize",
 )
 
 #: cuda.bindings.runtime calls used here.
@@ -95,8 +108,21 @@ def _check(result: Any, what: str) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
-def import_tensorrt() -> Any:
-    """The full ``tensorrt`` module, else ``tensorrt_lean``, else a MissingDependencyError."""
+def import_tensorrt(flavour: str = "tensorrt", version: str = "") -> Any:
+    """The module that loads plans of ``flavour``.
+
+    "tensorrt": the full ``tensorrt`` module, else ``tensorrt_lean``; "tensorrt_rtx": the
+    ``tensorrt_rtx`` module. MissingDependencyError (with the install command) otherwise.
+    """
+    if flavour == "tensorrt_rtx":
+        try:
+            return require("tensorrt_rtx", "TensorRT-RTX engines")
+        except MissingDependencyError:
+            pin = f"=={version}" if version else ""
+            raise MissingDependencyError(
+                f"this plan was built with TensorRT-RTX, which is not installed: pip install tensorrt-rtx-cu13{pin}, "
+                "or run the ONNX model with --backend ort"
+            ) from None
     try:
         return require("tensorrt", "the TensorRT backend")
     except MissingDependencyError:
@@ -149,26 +175,35 @@ class TensorRTBackend(Backend):
         self._buffers: dict[str, _Buffer] = {}
         self._shape: tuple[int, ...] | None = None
         self.gpu_name = ""
+        self.flavour = "tensorrt"
+        self._runtime_cache: Any = None
+        self._runtime_config: Any = None
 
     def open(self) -> "TensorRTBackend":
         if not self.model.is_file():
             raise EngineError(f"engine not found: {self.model}")
-        from ..sidecar import check_sidecar, read_sidecar
+        from ..sidecar import check_sidecar, plan_flavour, read_sidecar, rtx_targets_text
 
-        self.cudart = _cudart()
+        self.sidecar = read_sidecar(self.model)
+        self.flavour = flavour = plan_flavour(self.sidecar)
+        built = f"{flavour} {self.sidecar.get('tensorrt_version', '?')}"
         if gpu_count() == 0:
+            where = rtx_targets_text(self.sidecar) if flavour == "tensorrt_rtx" else (
+                f"{self.sidecar.get('gpu_name') or 'an NVIDIA GPU'}")
+            onnx = str(self.sidecar.get("onnx_file") or "MODEL.colour.fp16.onnx").replace(".fp16.onnx", ".onnx")
             raise EngineError(
-                "TensorRT needs an NVIDIA GPU and driver, and none is usable here "
-                "(cudaGetDeviceCount failed or found 0 devices); run the ONNX model with --backend ort"
+                f"{self.model.name} is a {built} engine (for {where}); running it needs an NVIDIA GPU with its "
+                "driver and cuda-python, and none is usable here (cudaGetDeviceCount failed or found 0 devices); "
+                f"on this machine run the ONNX model on the CPU instead: rfrun -m {onnx} --backend ort"
             )
-        self.trt = trt = import_tensorrt()
+        self.cudart = _cudart()
+        self.trt = trt = import_tensorrt(flavour, str(self.sidecar.get("tensorrt_version", "")))
         _check(self.cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
         props = _check(self.cudart.cudaGetDeviceProperties(self.device_id), "cudaGetDeviceProperties")
         name = props.name
         self.gpu_name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\0")
         capability = (int(props.major), int(props.minor))
 
-        self.sidecar = read_sidecar(self.model)
         if self.sidecar.get("graph", "colour") != "colour":
             raise EngineError(
                 f"{self.model.name} was built from the {self.sidecar.get('graph')!r} graph; rfrun runs engines "
@@ -180,6 +215,7 @@ class TensorRTBackend(Backend):
             self.gpu_name,
             capability,
             lean=trt.__name__.startswith("tensorrt_lean"),
+            flavour="tensorrt_rtx" if trt.__name__.startswith("tensorrt_rtx") else "tensorrt",
             plan_path=self.model,
             warn=self.warnings.append,
         )
@@ -203,7 +239,10 @@ class TensorRTBackend(Backend):
                 "version or GPU, or a lean runtime given a plan that is not version-compatible); rebuild it "
                 "here: rfexport engine MODEL.fp16.onnx"
             )
-        self._context = self._engine.create_execution_context()
+        if flavour == "tensorrt_rtx":
+            self._context = self._engine.create_execution_context(self._rtx_runtime_config())
+        else:
+            self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         need = {INPUT_A, INPUT_B, INPUT_STATE, OUTPUT_FUSED, OUTPUT_STATE}
         if not need <= set(names):
@@ -219,9 +258,45 @@ class TensorRTBackend(Backend):
         self._open = True
         return self
 
+    @property
+    def runtime_cache_path(self) -> Path:
+        """``<plan>.runtime-cache``: TensorRT-RTX kernels compiled for this GPU."""
+        return self.model.with_name(self.model.name + ".runtime-cache")
+
+    def _rtx_runtime_config(self) -> Any:
+        """A runtime config with the runtime cache loaded from disk when it fits this GPU and version."""
+        config = self._engine.create_runtime_config()
+        self._runtime_cache = cache = config.create_runtime_cache()
+        path = self.runtime_cache_path
+        if path.is_file():
+            try:
+                loaded = cache.deserialize(path.read_bytes())
+            except OSError:
+                loaded = False
+            if not loaded:
+                self.warnings.append(f"{path.name} was made for another GPU or TensorRT-RTX version; it is rebuilt")
+        config.set_runtime_cache(cache)
+        self._runtime_config = config
+        return config
+
+    def _save_runtime_cache(self) -> None:
+        from ..fsutil import atomic_write_bytes
+
+        cache = getattr(self, "_runtime_cache", None)
+        if cache is None:
+            return
+        try:
+            blob = cache.serialize()
+            if blob is not None:
+                atomic_write_bytes(self.runtime_cache_path, bytes(blob))
+        except OSError as exc:  # a read-only model folder: run on, just without the cache next time
+            import logging
+
+            logging.getLogger(__name__).warning("cannot save the TensorRT-RTX runtime cache %s: %s", self.runtime_cache_path, exc)
+
     def describe(self) -> str:
         ver = getattr(self.trt, "__version__", "?")
-        return f"tensorrt {ver} ({self.gpu_name}, {self.precision})"
+        return f"{self.flavour} {ver} ({self.gpu_name}, {self.precision})"
 
     def _allocate(self, shape: tuple[int, ...]) -> None:
         for buf in self._buffers.values():
@@ -270,6 +345,9 @@ class TensorRTBackend(Backend):
         if self._stream is not None and self.cudart is not None:
             self.cudart.cudaStreamDestroy(self._stream)
         self._stream = None
+        if self._context is not None:
+            self._save_runtime_cache()
         self._context = self._engine = self._runtime = None
+        self._runtime_cache = self._runtime_config = None
         self._shape = None
         self._open = False
