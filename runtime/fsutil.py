@@ -40,9 +40,10 @@ def file_mode() -> int:
 def check_writable(path: str | os.PathLike, what: str = "output", folder: bool = False) -> Path:
     """Raise OutputError unless ``path`` (a file, or a folder with ``folder``) can be created or replaced.
 
-    Checks, without creating anything: no parent is a regular file, the nearest existing folder
-    allows writing (a read-only file system or missing permission is caught here), and a file
-    target is not a folder (and vice versa). Returns ``path`` as a Path.
+    Checks, leaving nothing behind: no parent is a regular file, the nearest existing folder
+    allows writing (a read-only file system or missing permission is caught here; a file is
+    created there and removed at once), and a file target is not a folder (and vice versa).
+    Returns ``path`` as a Path.
     """
     target = Path(path)
     if target.exists():
@@ -63,6 +64,12 @@ def check_writable(path: str | os.PathLike, what: str = "output", folder: bool =
     if not os.access(probe, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only_fs(probe) else "no write permission"
         raise OutputError(f"cannot write {what} {target}: {probe} is not writable ({reason})")
+    try:  # what access() cannot tell (pseudo file systems, ACLs, NFS root squash): try it
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".refusion-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {target}: {probe} is not writable ({exc.strerror})") from None
     return target
 
 

@@ -150,6 +150,24 @@ def test_output_in_a_folder_without_write_permission(tmp_path: Path) -> None:
         locked.chmod(0o700)
 
 
+def test_output_on_a_read_only_file_system(tmp_path: Path) -> None:
+    """The case of the issue (EROFS after the first inference); needs root to mount a read-only tmpfs."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root; the read-only check is covered by the other tests")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a tmpfs here (no privilege in this container)")
+    try:
+        a, b = image(tmp_path / "a.png"), image(tmp_path / "b.png", 30)
+        res = rfrun("-m", tmp_path / "missing.onnx", "--ir", a, "--vis", b, "-o", ro / "out.mp4")
+        assert res.exit_code == 1 and "not writable (read-only file system)" in res.output, res.output
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
 def test_check_writable_names_what_blocks() -> None:
     with pytest.raises(OutputError, match="is a file, not a folder"):
         fsutil.check_writable(Path(__file__) / "x" / "y.mp4")
