@@ -30,6 +30,9 @@ def train_speed(batch: int, size: int, repeats: int, warmup: int, devices: tuple
     from .train_speed import SpeedConfig, result_stem, run_benchmark, to_markdown
 
     check_results_dir(out_dir)
+    from refusion.train.cli import passive_openmp
+
+    passive_openmp()  # time the steps as rftrain runs them
     cfg = SpeedConfig(batch=batch, size=size, warmup=warmup, repeats=max(1, repeats),
                       devices=devices or ("cpu", "cuda"), threads=threads)
     report = run_benchmark(cfg, progress=lambda m: click.echo(m, err=True))

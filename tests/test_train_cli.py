@@ -1,6 +1,7 @@
 """rftrain as the README shows it (issue 13): default run folder, no data, unwritable --out, threads, help."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,32 @@ def test_cli_uses_the_default_run_folder_and_physical_cores(tmp_path: Path, monk
         raise ConfigError("stopped by the test")
 
     monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "ivif").mkdir(parents=True)
     res = CliRunner().invoke(rftrain, ["ivif", "--synthesize-from", str(tmp_path)])
     assert res.exit_code == 1 and "stopped by the test" in res.output
     assert seen == {"out": str(Path("runs", "ivif2")), "threads": physical_cores()}
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     res = CliRunner().invoke(rftrain, ["ivif", "--synthesize-from", str(tmp_path), "--threads", "1"])
     assert seen["threads"] == 1
+
+
+def test_a_wait_policy_the_user_set_wins(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    train_cli.passive_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_cli_modules_leave_torch_unloaded() -> None:
+    """OMP_WAIT_POLICY only works when set before torch loads OpenMP: the CLI modules must not import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, refusion.train.cli, refusion.benchmarks.train_cli\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
 
 
 def test_threads_are_shared_among_torchrun_processes(monkeypatch) -> None:
