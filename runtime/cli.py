@@ -2,7 +2,8 @@
 
 Thin layer: options -> :class:`~refusion.runtime.pipeline.RunConfig` ->
 :func:`~refusion.runtime.pipeline.run`. Bad input ends with one message and exit
-code 1 (usage errors 2, Ctrl-C 130).
+code 1 (usage errors 2). Ctrl-C (130) and SIGTERM (143) end the run with its
+outputs finalised, also when stdout/stderr is a pipe whose reader is gone.
 """
 from __future__ import annotations
 
@@ -264,8 +265,11 @@ def calibrate(points, checkerboard, pattern, size_a, size_b, out, overwrite):
     from . import align
     from .imageio import read_image
 
+    from .fsutil import check_writable
+
     if bool(points) == bool(checkerboard):
         raise click.UsageError("give either --points FILE or --checkerboard IMAGE_A IMAGE_B")
+    check_writable(out, "homography")
     if points:
         pa, pb = align.read_point_pairs(points)
         h = align.estimate_homography(pa, pb, _wh(size_a), _wh(size_b), method=f"points ({points.name})")

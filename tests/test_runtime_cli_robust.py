@@ -197,7 +197,7 @@ def test_huge_size_is_a_clear_error(tmp_path: Path) -> None:
         Aligner(AlignConfig(size=(100000, 100000)))
 
 
-SIGNAL_CASES = [("SIGINT", True), ("SIGTERM", False), ("SIGTERM", True)]
+SIGNAL_CASES = [("SIGINT", True), ("SIGINT", False), ("SIGTERM", False), ("SIGTERM", True)]
 
 
 @pytest.mark.parametrize("signame,reader_gone", SIGNAL_CASES,
@@ -235,6 +235,15 @@ def test_signal_finalises_the_video_under_its_name(tmp_path: Path, signame: str,
     if not reader_gone:
         assert f"interrupted by {signame}: {out} holds the frames fused so far" in text
         assert "Traceback" not in text
+
+
+def test_calibrate_checks_its_output_first(tmp_path: Path) -> None:
+    blocker = tmp_path / "somefile"
+    blocker.write_text("x")
+    points = tmp_path / "p.json"
+    points.write_text('{"a": [[0, 0], [1, 0], [0, 1], [1, 1]], "b": [[0, 0], [1, 0], [0, 1], [1, 1]]}')
+    res = rfrun("calibrate", "--points", points, "-o", blocker / "h.json")
+    assert res.exit_code == 1 and "cannot write homography" in res.output
 
 
 # -- 3. inputs ---------------------------------------------------------------------------------
@@ -280,6 +289,18 @@ def test_fps_meter_gives_slow_frames_their_rate() -> None:
     fast = FpsMeter(span_s=1.0)
     rates = [fast.tick(t / 20) for t in range(41)]
     assert rates[-1] == pytest.approx(20.0)
+
+
+def test_progress_shows_the_latest_rate_on_every_frame(monkeypatch) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    rep = rfrun_cli.TqdmReporter()
+    rep.start(10, "test")
+    rep.frame(1, "  -- FPS  latency 0 ms")
+    rep.frame(2, " 0.62 FPS  latency 1600 ms")
+    assert "0.62 FPS" in str(rep.bar.postfix)  # before: only frames 1, 6, 11 ... updated it (frame 1: 0.0 FPS)
+    rep.finish()
 
 
 def test_model_of_another_task_warns(tmp_path: Path, standin: Path) -> None:
