@@ -313,6 +313,8 @@ def run(
                 fa, fb = pair
                 if fa.image is None or fb.image is None:
                     bad = fa if fa.image is None else fb
+                    if total == 1:  # a still pair: nothing left to fuse, one message is enough
+                        raise ImageReadError(f"no frame could be fused: {bad.error}")
                     warn(f"skipped frame {bad.name}: {bad.error}")
                     st.skipped += 1
                     st.decode_errors.append(bad.error)

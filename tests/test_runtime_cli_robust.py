@@ -254,7 +254,15 @@ def test_truncated_still_pair_is_an_error(tmp_path: Path, standin: Path) -> None
     b = image(tmp_path / "b.png", 30, h=64, w=64)
     res = rfrun("-m", standin, "--ir", a, "--vis", b, "-o", tmp_path / "f.png", "-q")
     assert res.exit_code == 1 and "no frame could be fused" in res.output and "a.png" in res.output
+    assert "warning" not in res.output  # one message, not a warning and then an error
     assert not (tmp_path / "f.png").exists()
+    # a folder whose every frame is corrupt: the same error after the skip warnings
+    for i in range(2):
+        (tmp_path / "fa").mkdir(exist_ok=True)
+        (tmp_path / "fa" / f"{i}.png").write_bytes(data[: len(data) // 2])
+        image(tmp_path / "fb" / f"{i}.png", h=64, w=64)
+    res = rfrun("-m", standin, "--ir", tmp_path / "fa", "--vis", tmp_path / "fb", "-o", tmp_path / "o", "-q")
+    assert res.exit_code == 1 and "no frame could be fused" in res.output and "(and 1 more)" in res.output
 
 
 def test_one_file_folders_with_other_names_are_no_pair(tmp_path: Path, standin: Path) -> None:
