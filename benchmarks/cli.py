@@ -14,6 +14,6 @@ SUBCOMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=SUBCOMMANDS)
+@click.group(cls=LazyGroup, lazy=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Measure fusion quality, inference latency and training speed."""

@@ -99,6 +99,7 @@ class LatencyConfig:
     pair: tuple[Path, Path] | None = None  # (a, b) images; None = a synthetic structured pair
     work_dir: Path | None = None  # exported ONNX / plans go here; None = a temporary folder
     out_dir: Path | None = None  # where JSON + markdown are written; None = do not write
+    overwrite: bool = False  # replace a result of the same name (else the new one gets a numbered name)
     pipeline: bool = False  # also time the rfrun pipeline per stage
     pipeline_source: Path | None = None  # folder with a/ b/ (or ir/ vis/) image sequences; None = TNO seq_Tree or demo
     pipeline_frames: int = 10
@@ -739,6 +740,10 @@ def run_latency(config: LatencyConfig, report: Reporter | None = None) -> dict[s
     Writes ``<out_dir>/<result_stem>.json`` and ``.md`` when ``config.out_dir`` is set.
     """
     say = report or (lambda _m: None)
+    if config.out_dir is not None:
+        from .results_io import check_results_dir
+
+        check_results_dir(config.out_dir)  # before minutes of timing, not after
     unknown = [b for b in config.backends if b not in BACKENDS]
     if unknown:
         raise EngineError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
@@ -817,7 +822,7 @@ def run_latency(config: LatencyConfig, report: Reporter | None = None) -> dict[s
         report_dict["pipeline"] = run_pipeline(config, models, say) if config.pipeline else None
     report_dict["host"]["loadavg_end"] = list(os.getloadavg())
     if config.out_dir is not None:
-        write_report(report_dict, Path(config.out_dir))
+        write_report(report_dict, Path(config.out_dir), overwrite=config.overwrite)
     return report_dict
 
 
@@ -946,12 +951,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; returns both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = result_stem(report)
-    js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    js.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md.write_text(to_markdown(report))
+def write_report(report: dict[str, Any], out_dir: Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` atomically; returns both paths.
+
+    An existing result is kept unless ``overwrite``: the new one gets a numbered stem.
+    """
+    from .results_io import write_results
+
+    js, md = write_results(out_dir, result_stem(report), json.dumps(report, indent=2, default=str) + "\n",
+                           to_markdown(report), overwrite=overwrite)
     report.setdefault("files", [str(js), str(md)])
     return js, md

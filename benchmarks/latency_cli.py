@@ -9,8 +9,9 @@ import click
 from refusion.runtime.clitools import friendly_errors, parse_size
 
 from .latency import BACKENDS, DEVICE_BACKENDS, GRAPHS, LatencyConfig
+from .results_io import DEFAULT_RESULTS_DIR, check_results_dir
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = DEFAULT_RESULTS_DIR  # relative to the current folder, never the package's benchmarks/results
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -50,18 +51,24 @@ def _wh(text: str | None) -> tuple[int, int] | None:
 @click.option("--pipeline-size", default=None, help="HxW to resize the pipeline's sources to.")
 @click.option("--profile", is_flag=True, help="Add ORT CPU per-op profiles (unoptimised vs tuned).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True,
-              help="Folder for the JSON + markdown results.")
+              help="Folder for the JSON + markdown results (checked before timing starts). The committed "
+                   "results live in the checkout's benchmarks/results: give it here to add one on purpose.")
+@click.option("--overwrite", is_flag=True, help="Replace a result of the same name (default: keep it and number "
+              "the new one).")
 @click.option("--no-write", is_flag=True, help="Print the table only.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the exported ONNX files here (default: a temporary folder).")
 @click.option("--tag", default="", help="Suffix for the result file names.")
 @friendly_errors
 def latency(model, task, device, backends, sizes, graphs, warmup, iters, max_row_s, threads, pair, pipeline,
-            pipeline_source, pipeline_frames, pipeline_size, profile, out_dir, no_write, work_dir, tag) -> None:
+            pipeline_source, pipeline_frames, pipeline_size, profile, out_dir, overwrite, no_write, work_dir,
+            tag) -> None:
     """Measure latency (p50/p90/p99, FPS), error vs PyTorch FP32 and peak memory of every backend."""
     from .latency import run_latency, to_markdown
 
     logging.basicConfig(level=logging.WARNING)
+    if not no_write:
+        check_results_dir(out_dir)
     config = LatencyConfig(
         model=model,
         task=task,
@@ -75,6 +82,7 @@ def latency(model, task, device, backends, sizes, graphs, warmup, iters, max_row
         pair=tuple(pair) if pair else None,
         work_dir=work_dir,
         out_dir=None if no_write else out_dir,
+        overwrite=overwrite,
         pipeline=pipeline,
         pipeline_source=pipeline_source,
         pipeline_frames=pipeline_frames,

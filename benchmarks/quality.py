@@ -30,6 +30,7 @@ import numpy as np
 
 from refusion.runtime._deps import require
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
+from refusion.runtime.fsutil import atomic_write_text, check_writable
 from refusion.runtime.imageio import pair_folders, read_image, write_image
 
 from . import metrics as M
@@ -393,6 +394,7 @@ def report_paths(out: str | Path, task: str, stem: str | None = None) -> tuple[P
 
 def check_outputs(out: str | Path, task: str, save_images_to: Path | None = None, overwrite: bool = False) -> None:
     """Raise DataError before a run when it would replace existing results without ``overwrite``."""
+    check_writable(out, "results folder", folder=True)
     if overwrite:
         return
     existing = [str(p) for p in report_paths(out, task) if p.exists()]
@@ -412,7 +414,6 @@ def write_report(report: dict, out: str | Path, overwrite: bool = False, stem: s
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
         raise DataError(f"{', '.join(existing)} already exists; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    paths[1].write_text(report_to_markdown(report))
+    atomic_write_text(paths[0], json.dumps(report, indent=2) + "\n")
+    atomic_write_text(paths[1], report_to_markdown(report))
     return paths

@@ -110,6 +110,8 @@ class Aligner:
 
     def __init__(self, config: AlignConfig, warn: Callable[[str], None] | None = None) -> None:
         self.config = config
+        if config.size is not None:
+            check_frame_size(config.size[1], config.size[0], "--size")
         self.warn = warn or (lambda text: None)
         self.homography = load_homography(config.homography) if config.homography else None
         self._cache: dict[tuple, np.ndarray] = {}
@@ -142,12 +144,29 @@ class Aligner:
         return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
 
+#: Largest frame the runtime accepts (H * W): 8192 x 8192, above 8K UHD (4320 x 7680).
+MAX_PIXELS = 8192 * 8192
+
+
+def check_frame_size(h: int, w: int, what: str = "frame size") -> None:
+    """SizeError for a size (H, W) that is not positive or above :data:`MAX_PIXELS`."""
+    if h < 1 or w < 1:
+        raise SizeError(f"{what} {h}x{w} (HxW) must be at least 1x1")
+    if h * w > MAX_PIXELS:
+        raise SizeError(f"{what} {h}x{w} (HxW) is {h * w:,} pixels; at most {MAX_PIXELS:,} are supported "
+                        "(e.g. 4320x7680, 8K)")
+
+
 def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
     w, h = size
     shrink = w < img.shape[1] or h < img.shape[0]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    try:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    except cv2.error as exc:  # e.g. out of memory for a huge size
+        raise SizeError(f"cannot resize a {img.shape[0]}x{img.shape[1]} frame to {h}x{w} (HxW): "
+                        f"{str(exc).strip().splitlines()[-1]}") from None
 
 
 # -- calibration ------------------------------------------------------------------

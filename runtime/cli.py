@@ -2,24 +2,31 @@
 
 Thin layer: options -> :class:`~refusion.runtime.pipeline.RunConfig` ->
 :func:`~refusion.runtime.pipeline.run`. Bad input ends with one message and exit
-code 1 (usage errors 2, Ctrl-C 130).
+code 1 (usage errors 2). Ctrl-C (130) and SIGTERM (143) end the run with its
+outputs finalised, also when stdout/stderr is a pipe whose reader is gone.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from .align import MAX_PIXELS
 from .backends import BACKENDS
-from .clitools import SizeType, friendly_errors, setup_logging
-from .pipeline import NORMALISATIONS, Reporter, RunConfig, run
+from .clitools import STOP_SIGNALS, SizeType, friendly_errors, say, setup_logging
+from .pipeline import NORMALISATIONS, PAIRINGS, Reporter, RunConfig, run
 
 DEMO_OUT = Path("rfrun-demo.mp4")
 
 
-SIZE = SizeType()  # H x W, as in every refusion command
+SIZE = SizeType(max_pixels=MAX_PIXELS)  # H x W, as in every refusion command
+
+#: Option names of source a and source b (task aliases), to tell which ones the user typed.
+A_OPTIONS = ("--a", "--ir", "--near", "--under", "--func")
+B_OPTIONS = ("--b", "--vis", "--far", "--over", "--mri")
 
 
 def _wh(hw: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -28,29 +35,42 @@ def _wh(hw: tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 class TqdmReporter(Reporter):
-    """Progress bar and messages on stderr."""
+    """Progress bar and messages on stderr; a closed stderr (``| tee`` gone) silences it, nothing more."""
 
     def __init__(self, quiet: bool = False, verbose: int = 0) -> None:
         self.quiet, self.verbose = quiet, verbose
         self.bar = None
+        self.broken = False
 
     def start(self, total, description):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="frame", desc=description, file=sys.stderr, disable=self.quiet,
-                        dynamic_ncols=True, leave=True)
+        self._guard(lambda: setattr(self, "bar", tqdm(
+            total=total, unit="frame", desc=description, file=sys.stderr, disable=self.quiet,
+            dynamic_ncols=True, leave=True)))
 
     def frame(self, count, text):
         if self.bar is not None:
-            self.bar.update(1)
-            if count % 5 == 1:
-                self.bar.set_postfix_str(text.strip(), refresh=False)
+            # the postfix on every frame: tqdm redraws at its own pace, and a slow CPU run
+            # (1-2 s per frame) shows its real rate instead of the first frame's empty one
+            self.bar.set_postfix_str(text.strip(), refresh=False)
+            self._guard(lambda: self.bar.update(1))
+
+    def _guard(self, action) -> None:
+        if self.broken:
+            return
+        try:
+            action()
+        except OSError:  # stderr is a closed pipe: keep running, say nothing more
+            self.broken = True
+            if self.bar is not None:
+                self.bar.disable = True
 
     def _echo(self, text: str) -> None:
         if self.bar is not None and not self.quiet:
-            self.bar.write(text, file=sys.stderr)
+            self._guard(lambda: self.bar.write(text, file=sys.stderr))
         else:
-            click.echo(text, err=True)
+            self._guard(lambda: click.echo(text, err=True))
 
     def info(self, text):
         if not self.quiet:
@@ -61,14 +81,58 @@ class TqdmReporter(Reporter):
 
     def finish(self):
         if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+            bar, self.bar = self.bar, None
+            self._guard(bar.close)
+
+
+class RfrunGroup(click.Group):
+    """Remembers which source options were typed (``--func/--mri`` vs ``--ir/--vis``), so a model
+    run on another task's sources can be warned about."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["source_options"] = source_option_names(args)
+        return super().parse_args(ctx, args)
+
+
+def source_option_names(args: list[str]) -> tuple[str, str] | None:
+    """("ir", "vis") for ``--ir X --vis Y`` ...; None unless both sources were given by option."""
+    found = {}
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        for key, names in (("a", A_OPTIONS), ("b", B_OPTIONS)):
+            if name in names:
+                found[key] = name[2:]
+    return (found["a"], found["b"]) if len(found) == 2 else None
+
+
+def free_demo_path(path: Path = DEMO_OUT) -> Path:
+    """``rfrun-demo.mp4``, or ``rfrun-demo-2.mp4``, ``-3`` ... when earlier demos are there."""
+    if not path.exists():
+        return path
+    for n in itertools.count(2):
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def window_support() -> str:
+    """"" when an OpenCV window can open here, else why not (one phrase)."""
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:") and line.split(":", 1)[1].strip().upper() in ("NONE", "NO", ""):
+            return "this OpenCV build has no window support (opencv-python-headless)"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "there is no display (DISPLAY is not set)"
+    return ""
 
 
 _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline"
 
 
 @click.group(
+    cls=RfrunGroup,
     invoke_without_command=True,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -78,8 +142,9 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
                    "--func (MIF: CT/PET/SPECT).")
 @click.option("--b", "--vis", "--far", "--over", "--mri", "b", metavar="SOURCE",
               help="source b, same forms. Task aliases: --vis, --far, --over, --mri.")
-@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="colour ONNX (<stem>.colour.onnx), TensorRT plan, or checkpoint (.pt/.pth, --backend torch); "
+@click.option("-m", "--model", "--engine", "model", type=click.Path(dir_okay=False, path_type=Path),
+              help="colour ONNX (<stem>.colour.onnx), TensorRT plan (--engine is the same option), "
+                   "or checkpoint (.pt/.pth, --backend torch); "
                    "default: the bundled IVIF model.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: TensorRT for a .plan; for ONNX the CUDA provider when it really runs, else CPU. "
@@ -90,8 +155,9 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
                    "Only for plans from a source you trust.")
 @click.option("-o", "--out", "outputs", multiple=True, type=click.Path(path_type=Path),
               help="output: video (.mp4/.avi/...), image folder (no suffix), or one image for a still pair. "
-                   "Repeatable.")
-@click.option("--show", is_flag=True, help="show the fused stream in a window (q or Esc stops).")
+                   "Repeatable. Checked for writability before anything starts.")
+@click.option("--show", is_flag=True, help="show the fused stream in a window (q or Esc stops). Cameras and "
+              "streams without --out are shown by default where OpenCV can open a window.")
 @click.option("--side-by-side", is_flag=True, help="show/write a | b | fused instead of the fused frame alone.")
 @click.option("--overlay", is_flag=True, help="draw FPS and latency on shown and written frames.")
 @click.option("--norm", "normalisation", type=click.Choice(NORMALISATIONS), default="auto", show_default=True,
@@ -106,6 +172,8 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.option("--homography", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON from `rfrun calibrate`: warps b onto a.")
 @click.option("--no-resize", is_flag=True, help="sources of different sizes are an error instead of resizing b.")
+@click.option("--pair-by", type=click.Choice(PAIRINGS), default="name", show_default=True,
+              help="image folders/globs: pair files by name (a.png and b.png are no pair), or by sorted order.")
 @click.option("--max-skew-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
               help="live sources: most capture-time difference within a fused pair.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="stop after N fused frames.")
@@ -115,20 +183,22 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="write the run summary (frames, drops, per-stage p50/p95/p99) as JSON.")
 @click.option("--demo", is_flag=True,
-              help=f"fuse a built-in procedural IR/visible sequence (no data, CPU is enough); writes {DEMO_OUT}.")
+              help=f"fuse a built-in procedural IR/visible sequence (no data, CPU is enough); writes {DEMO_OUT} "
+                   f"({DEMO_OUT.stem}-2{DEMO_OUT.suffix}, ... when it exists).")
 @click.option("--frames", type=click.IntRange(min=1), default=60, show_default=True, help="--demo: number of frames.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
 @click.option("-v", "--verbose", count=True, help="more log output.")
 @click.pass_context
 @friendly_errors
 def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_side, overlay, normalisation,
-        ema_alpha, size, infer_size, homography, no_resize, max_skew_ms, max_frames, fps, overwrite, stats_json, demo,
-        frames, quiet, verbose):
+        ema_alpha, size, infer_size, homography, no_resize, pair_by, max_skew_ms, max_frames, fps, overwrite,
+        stats_json, demo, frames, quiet, verbose):
     """Fuse two image streams (infrared + visible, ...) in real time with a ReFusion model.
 
     \b
     Examples:
       rfrun --demo
+      rfrun --engine ivif.colour.fp16.plan --ir cam0 --vis cam1       (a window where OpenCV has one)
       rfrun --ir cam0 --vis cam1 --show --homography ir2vis.json
       rfrun --ir ir.mp4 --vis vis.mp4 -m ivif.colour.onnx -o fused.mp4
       rfrun --ir data/ir --vis data/vis -o fused/            (folders paired by file name)
@@ -146,25 +216,38 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
         demo_size = size or DEFAULT_SIZE
         a, b = demo_spec("ir", frames, demo_size), demo_spec("vis", frames, demo_size)
         size = None
-        outputs = outputs or (() if show else (DEMO_OUT,))
+        outputs = outputs or (() if show else (DEMO_OUT if overwrite else free_demo_path(),))
     elif not a or not b:
         raise click.UsageError("give both sources (--a/--ir ... and --b/--vis ...), or try --demo")
     if not outputs and not show:
-        raise click.UsageError("nothing to do: give --out and/or --show")
+        from .sources import is_live_spec
+
+        if not (is_live_spec(a) or is_live_spec(b)):
+            raise click.UsageError("nothing to do: give --out (e.g. -o fused.mp4) and/or --show")
+        why = window_support()
+        if why:
+            raise click.UsageError(f"no --out, and no window to show the live fusion in: {why}. "
+                                   "Record it with -o fused.mp4 (or -o frames/), or pip install opencv-python "
+                                   "on a desktop to watch it")
+        show = True
+        say("no --out: showing the fused stream in a window (q or Esc stops; -o fused.mp4 records it)", err=True)
     config = RunConfig(
         a=a, b=b, model=model, backend=backend, trust_engine_code=trust_engine_code, outputs=tuple(outputs),
         show=show, view="side-by-side" if side_by_side else "fused", overlay=overlay,
         normalisation=normalisation, ema_alpha=ema_alpha, size=size, infer_size=infer_size, homography=homography,
         no_resize=no_resize, max_skew_ms=max_skew_ms, max_frames=max_frames, fps=fps, overwrite=overwrite,
-        stats_json=stats_json,
+        stats_json=stats_json, pair_by=pair_by, source_options=ctx.meta.get("source_options"),
     )
     summary = run(config, TqdmReporter(quiet, verbose))
-    click.echo(summary.format())
+    say(summary.format())
     if stats_json:
-        click.echo(f"wrote {stats_json}")
+        say(f"wrote {stats_json}")
     if summary.stopped_by == "interrupt":
-        click.echo("interrupted: outputs hold the frames fused so far", err=True)
-        ctx.exit(130)
+        kept = ", ".join(summary.outputs)
+        verb = "holds" if len(summary.outputs) == 1 else "hold"
+        say(f"interrupted by {STOP_SIGNALS.name()}: " + (f"{kept} {verb} the frames fused so far" if kept
+            else "no frame was fused; nothing written"), err=True)
+        ctx.exit(STOP_SIGNALS.exit_code())
 
 
 @cli.command()
@@ -185,8 +268,11 @@ def calibrate(points, checkerboard, pattern, size_a, size_b, out, overwrite):
     from . import align
     from .imageio import read_image
 
+    from .fsutil import check_writable
+
     if bool(points) == bool(checkerboard):
         raise click.UsageError("give either --points FILE or --checkerboard IMAGE_A IMAGE_B")
+    check_writable(out, "homography")
     if points:
         pa, pb = align.read_point_pairs(points)
         h = align.estimate_homography(pa, pb, _wh(size_a), _wh(size_b), method=f"points ({points.name})")
@@ -211,6 +297,7 @@ def main() -> None:
     """Console-script entry point ``rfrun``."""
     # FFmpeg's own log lines can echo stream URLs (with credentials); we report errors ourselves.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    STOP_SIGNALS.install()  # SIGTERM finalises the outputs like Ctrl-C
     cli(prog_name="rfrun")
 
 

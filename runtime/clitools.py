@@ -8,6 +8,10 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
+import signal
+import sys
+from types import FrameType
 from typing import Any, Callable
 
 import click
@@ -16,7 +20,8 @@ from .errors import RefusionError
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn RefusionError (and Ctrl-C) into a one-line message and a non-zero exit."""
+    """Turn RefusionError, OSError (a path that cannot be read or written) and Ctrl-C/SIGTERM into a
+    one-line message and a non-zero exit (1; interrupted: 128 + the signal number, 130 for Ctrl-C)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -24,11 +29,76 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except RefusionError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            quiet_broken_pipe()
+            raise SystemExit(STOP_SIGNALS.exit_code() if STOP_SIGNALS.received else 1) from None
+        except OSError as exc:
+            raise click.ClickException(describe_os_error(exc)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            raise SystemExit(130) from None
+            say("interrupted", err=True)
+            raise SystemExit(STOP_SIGNALS.exit_code()) from None
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'cannot write runs/ivif: Read-only file system' style text for an OSError."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    name = exc.filename if exc.filename is not None else ""
+    return f"{name}: {what}" if name else what
+
+
+def quiet_broken_pipe() -> None:
+    """stdout/stderr lead to a closed pipe (``| tee`` ended): send the rest of our output nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):  # not a real file (e.g. a test runner's buffer)
+            pass
+    os.close(devnull)
+
+
+def say(text: str, err: bool = False) -> None:
+    """click.echo that survives a closed pipe (the rest of the output is dropped)."""
+    try:
+        click.echo(text, err=err)
+    except BrokenPipeError:
+        quiet_broken_pipe()
+
+
+class StopSignals:
+    """SIGINT and SIGTERM end a run the same way: the first raises KeyboardInterrupt in the main
+    thread, so ``finally`` blocks finalise the outputs; a second one while that happens is ignored,
+    a third ends the process at once. Installed by entry points only."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.count = 0
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.received is None:
+            self.received = signum
+            raise KeyboardInterrupt
+        if self.count >= 3:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def exit_code(self) -> int:
+        """128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + int(self.received or signal.SIGINT)
+
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "SIGINT"
+
+
+#: The process-wide handler that entry points install.
+STOP_SIGNALS = StopSignals()
 
 
 def setup_logging(verbose: int = 0) -> None:
@@ -46,8 +116,9 @@ class SizeType(click.ParamType):
 
     name = "HxW"
 
-    def __init__(self, min_side: int = 1) -> None:
+    def __init__(self, min_side: int = 1, max_pixels: int | None = None) -> None:
         self.min_side = min_side
+        self.max_pixels = max_pixels
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
         if isinstance(value, tuple):
@@ -58,6 +129,9 @@ class SizeType(click.ParamType):
             self.fail(f"{value!r} is not a size like 480x640 (height x width)", param, ctx)
         if h < self.min_side or w < self.min_side:
             self.fail(f"{value!r}: height and width must be at least {self.min_side}", param, ctx)
+        if self.max_pixels is not None and h * w > self.max_pixels:
+            self.fail(f"{value!r} is {h * w:,} pixels per frame; at most {self.max_pixels:,} are supported "
+                      "(e.g. 4320x7680, 8K)", param, ctx)
         return (h, w)
 
 

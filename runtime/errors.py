@@ -36,3 +36,7 @@ class SourceError(RefusionError):
 
 class SizeError(RefusionError):
     """Frame or image sizes are out of range or do not match."""
+
+
+class OutputError(RefusionError):
+    """An output cannot be written (exists without --overwrite, not writable, unsupported type, writer failure)."""

@@ -24,8 +24,9 @@ import numpy as np
 
 from .align import AlignConfig, Aligner
 from .backends import Backend, open_backend
-from .errors import EngineError, SizeError
-from .sinks import FolderSink, ImageSink, OutputError, Sink, VideoSink, WindowSink, compose, output_kind
+from .errors import EngineError, ImageReadError, OutputError, SizeError
+from .fsutil import check_writable
+from .sinks import FolderSink, ImageSink, Sink, VideoSink, WindowSink, compose, output_kind
 from .sources import (
     RECONNECT_DELAYS,
     STALL_TIMEOUT_S,
@@ -34,6 +35,7 @@ from .sources import (
     Source,
     open_source,
     pair_by_name,
+    pair_by_order,
 )
 from .stats import STAGES, FpsMeter, RunSummary, StageTimes, write_json
 from .upsample import DEFAULT_INTERPOLATION, LowResFusion, check_infer_size
@@ -41,6 +43,11 @@ from .upsample import DEFAULT_INTERPOLATION, LowResFusion, check_infer_size
 log = logging.getLogger(__name__)
 
 NORMALISATIONS = ("auto", "minmax", "ema", "none")
+PAIRINGS = ("name", "order")
+#: Source option names per task (``rfrun --ir/--vis`` ...), to spot a model run on another task's sources.
+ROLE_OPTIONS: dict[str, tuple[str, str]] = {
+    "ivif": ("ir", "vis"), "mfif": ("near", "far"), "meif": ("under", "over"), "mif": ("func", "mri"),
+}
 DEFAULT_EMA_ALPHA = 0.9
 #: The bundled model (our own IVIF model); ``rfrun --demo`` and runs without --model use it.
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -138,12 +145,15 @@ class RunConfig:
     stats_json: Path | None = None  # write the summary as JSON here
     reconnect_delays: tuple[float, ...] = RECONNECT_DELAYS  # back-off of a live source that drops out
     stall_timeout_s: float = STALL_TIMEOUT_S  # a live source silent this long is an error
+    pair_by: str = "name"  # image folders/globs: pair by file "name" (default) or by sorted "order"
+    source_options: tuple[str, str] | None = None  # option names the user gave the sources with, e.g. ("func", "mri")
 
 
 @dataclass
 class _RunState:
     frames: int = 0
     skipped: int = 0
+    decode_errors: list[str] = field(default_factory=list)
     stopped_by: str = "end"
     size: list[int] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -177,11 +187,42 @@ def _choose_normalisation(config: RunConfig, a: Source, b: Source, card: dict) -
 
 def open_sources(config: RunConfig, warn) -> tuple[Source, Source]:
     """Build both sources from the config (not started); pairs image folders by name."""
+    if config.pair_by not in PAIRINGS:
+        raise ValueError(f"pair_by must be one of {PAIRINGS}, not {config.pair_by!r}")
     a, b = open_source(config.a, "a"), open_source(config.b, "b")
-    if isinstance(a, ImageSequenceSource) and isinstance(b, ImageSequenceSource) and (a.length or 0) > 1 and (b.length or 0) > 1:
-        for text in pair_by_name(a, b):
+    if isinstance(a, ImageSequenceSource) and isinstance(b, ImageSequenceSource):
+        # Folders and globs pair by file name, even with one file each (a.png and b.png are no pair);
+        # two named files are a pair whatever their names.
+        if config.pair_by == "order" or not (a.listed or b.listed):
+            texts = pair_by_order(a, b)
+        else:
+            texts = pair_by_name(a, b)
+        for text in texts:
             warn(text)
     return a, b
+
+
+def check_outputs(config: RunConfig) -> None:
+    """OutputError for any output of ``config`` that cannot be written; nothing is created."""
+    for out in config.outputs:
+        kind = output_kind(out)
+        check_writable(out, {"video": "video", "image": "image"}.get(kind, "image folder"), folder=kind == "folder")
+    if config.stats_json is not None:
+        check_writable(config.stats_json, "--stats-json")
+
+
+def check_task_roles(card_task: str | None, card_sources: Sequence[str], given: tuple[str, str] | None) -> str:
+    """A warning when the sources were given with another task's options than the model's (else "")."""
+    if not given or not card_task:
+        return ""
+    for task, names in ROLE_OPTIONS.items():
+        if tuple(given) == names and task != card_task:
+            want = ROLE_OPTIONS.get(card_task)
+            hint = f" (its options are --{want[0]}/--{want[1]})" if want else ""
+            return (f"the model was trained for {card_task} ({' + '.join(card_sources)}){hint}, but the sources "
+                    f"were given as --{given[0]}/--{given[1]} ({task}): the result is unlikely to be useful; "
+                    f"pass a {task} model with --model")
+    return ""
 
 
 def run(
@@ -221,6 +262,7 @@ def run(
             )
     if config.view not in ("fused", "side-by-side"):
         raise ValueError(f"view must be fused or side-by-side, not {config.view!r}")
+    check_outputs(config)  # an unwritable output fails now, not after the first inference
     aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
     low = LowResFusion(tuple(config.infer_size), config.infer_interpolation) if config.infer_size else None
     if low is not None:
@@ -243,6 +285,9 @@ def run(
             be.open()
         for text in be.warnings:
             warn(text)
+        mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options)
+        if mismatch:
+            warn(mismatch)
         rep.info(f"backend: {be.describe()}; model {be.model}")
         for sink in sinks:
             if isinstance(sink, VideoSink) and config.fps is None:
@@ -268,8 +313,11 @@ def run(
                 fa, fb = pair
                 if fa.image is None or fb.image is None:
                     bad = fa if fa.image is None else fb
+                    if total == 1:  # a still pair: nothing left to fuse, one message is enough
+                        raise ImageReadError(f"no frame could be fused: {bad.error}")
                     warn(f"skipped frame {bad.name}: {bad.error}")
                     st.skipped += 1
+                    st.decode_errors.append(bad.error)
                     continue
                 t1 = time.perf_counter()
                 img_a, img_b = aligner(fa.image, fb.image)
@@ -286,8 +334,9 @@ def run(
                     fused = low.finish(fused, net_a, net_b, img_a, img_b)
                 t_post = time.perf_counter()
                 fps_now = meter.tick(t_post)
+                rate = f"{fps_now:5.2f} FPS" if fps_now < 10 else f"{fps_now:5.1f} FPS"
                 text = (
-                    f"{fps_now:5.1f} FPS  latency {times.last('latency') * 1e3:4.0f} ms  "
+                    f"{rate if meter.ready else '  -- FPS'}  latency {times.last('latency') * 1e3:4.0f} ms  "
                     f"infer {(t3 - t2) * 1e3:4.0f} ms"
                 )
                 frame_out = compose(fused, img_a, img_b, config.view, labels, text if config.overlay else "")
@@ -312,10 +361,19 @@ def run(
         except KeyboardInterrupt:
             st.stopped_by = "interrupt"
         st.skipped += pairer.skipped
+        if pairer.end_note and st.stopped_by == "end":
+            warn(pairer.end_note)
     finally:
         elapsed = time.perf_counter() - t_start
-        rep.finish()
-        _close_all(sinks, started, be if own_backend else None)
+        try:  # outputs first: a reporter that cannot write (a closed pipe) must not cost the video
+            _close_all(sinks, started, be if own_backend else None)
+        finally:
+            _finish_quietly(rep)
+    if st.frames == 0 and st.decode_errors:
+        raise ImageReadError(
+            f"no frame could be fused: {st.decode_errors[0]}"
+            + (f" (and {len(st.decode_errors) - 1} more)" if len(st.decode_errors) > 1 else "")
+        )
     summary = RunSummary(
         frames=st.frames,
         dropped=max(a.dropped, b.dropped),
@@ -357,6 +415,14 @@ def _check_sizes(be: Backend, low: LowResFusion | None, hw: tuple[int, int], rep
              "them stretched")
     rep.info(f"network runs at {h}x{w}; fused luma upsampled ({low.interpolation}) to {hw[0]}x{hw[1]}")
     return True
+
+
+def _finish_quietly(rep: Reporter) -> None:
+    """End the reporter; a closed stderr (``| tee`` gone after Ctrl-C) is no reason to fail the run."""
+    try:
+        rep.finish()
+    except OSError:
+        pass
 
 
 def _close_all(sinks: Sequence[Sink], sources: Sequence[Source], backend: Backend | None) -> None:

@@ -12,17 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingDependencyError, RefusionError
+from .errors import MissingDependencyError, OutputError
+from .fsutil import check_writable, output_error
 from .imageio import IMAGE_SUFFIXES, write_image
 
 #: Video containers we write, and the FourCC used for each.
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 #: What the window / video shows.
 VIEWS = ("fused", "side-by-side")
-
-
-class OutputError(RefusionError):
-    """An output cannot be written (exists without --overwrite, unsupported type, writer failure)."""
 
 
 def output_kind(path: str | os.PathLike) -> str:
@@ -68,6 +65,7 @@ class VideoSink(Sink):
             raise OutputError(f"{self.path} exists; pass --overwrite to replace it")
         if self.path.is_dir():
             raise OutputError(f"{self.path} is a folder, not a video file")
+        check_writable(self.path, "video")
         self.codec = VIDEO_CODECS[suffix]
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
@@ -79,7 +77,10 @@ class VideoSink(Sink):
     def _open(self, frame: np.ndarray) -> None:
         import cv2
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(exc, self.path, "video") from None
         h, w = frame.shape[:2]
         self.size = (w, h)
         writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h), True)
@@ -109,7 +110,10 @@ class VideoSink(Sink):
                 writer.release()
         finally:
             if self.frames and self.tmp.exists():
-                os.replace(self.tmp, self.path)
+                try:
+                    os.replace(self.tmp, self.path)
+                except OSError as exc:
+                    raise output_error(exc, self.path, "video") from None
             else:
                 self.tmp.unlink(missing_ok=True)
 
@@ -127,6 +131,7 @@ class FolderSink(Sink):
             raise OutputError(f"{self.folder} is a file; give a folder for image output")
         if self.folder.is_dir() and any(self.folder.iterdir()) and not overwrite:
             raise OutputError(f"{self.folder} exists and is not empty; pass --overwrite to write into it")
+        check_writable(self.folder, "image folder", folder=True)
         self.suffix = suffix
         self.frames = 0
 
@@ -146,6 +151,7 @@ class ImageSink(Sink):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise OutputError(f"{self.path} exists; pass --overwrite to replace it")
+        check_writable(self.path, "image")
         self.frames = 0
 
     def write(self, frame: np.ndarray, name: str) -> None:

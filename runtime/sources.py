@@ -316,11 +316,13 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
 class ImageSequenceSource(Source):
     """Still images from a folder, a glob, or a single file; every frame delivered in order."""
 
-    def __init__(self, files: Sequence[Path], label: str, role: str = "", fps: float | None = None) -> None:
+    def __init__(self, files: Sequence[Path], label: str, role: str = "", fps: float | None = None,
+                 listed: bool = False) -> None:
         super().__init__(label, role)
         self.files = list(files)
         self.length = len(self.files)
         self.fps = fps
+        self.listed = listed  # from a folder or a glob (paired by file name), not one named file
         self._next = 0
 
     def restrict(self, names: Sequence[str]) -> None:
@@ -528,7 +530,7 @@ def open_source(spec: str, role: str = "") -> Source:
         return GStreamerSource(spec, role)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ImageSequenceSource(list_images(path), str(path), role)
+        return ImageSequenceSource(list_images(path), str(path), role, listed=True)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageSequenceSource([path], str(path), role)
@@ -540,7 +542,7 @@ def open_source(spec: str, role: str = "") -> Source:
         )
         if not files:
             raise DataError(f"source {role}: no image files match {mask_credentials(spec)}")
-        return ImageSequenceSource(files, spec, role)
+        return ImageSequenceSource(files, spec, role, listed=True)
     raise SourceError(
         f"source {role}: {mask_credentials(spec)} not found (expected a video file, image folder or glob, "
         "camN, an rtsp://, http:// URL, or a GStreamer pipeline)"
@@ -556,8 +558,9 @@ def pair_by_name(a: ImageSequenceSource, b: ImageSequenceSource) -> list[str]:
     common = [f.stem for f in a.files if f.stem in names_b]
     if not common:
         raise DataError(
-            f"no file names in common between source a ({a.label}) and source b ({b.label}); "
-            "image folders are paired by file name"
+            f"no file names in common between source a ({a.label}: {_names(a)}) and source b "
+            f"({b.label}: {_names(b)}); image folders are paired by file name. Rename the files, or pass "
+            "--pair-by order to pair them in sorted order"
         )
     warnings = []
     only_a, only_b = len(a.files) - len(common), len(b.files) - len(common)
@@ -566,6 +569,29 @@ def pair_by_name(a: ImageSequenceSource, b: ImageSequenceSource) -> list[str]:
     a.restrict(common)
     b.restrict(common)
     return warnings
+
+
+def _names(src: ImageSequenceSource, n: int = 3) -> str:
+    names = [f.name for f in src.files[:n]]
+    return ", ".join(names) + (f" ... ({len(src.files)} files)" if len(src.files) > n else "") if names else "no images"
+
+
+def pair_by_order(a: ImageSequenceSource, b: ImageSequenceSource) -> list[str]:
+    """Pair two image sequences in their sorted order, whatever the names; warns when the counts differ."""
+    if a.length != b.length:
+        n = min(a.length or 0, b.length or 0)
+        longer = a if (a.length or 0) > n else b
+        return [f"source {longer.role} ({longer.label}) has {longer.length} images, the other {n}: "
+                f"the last {(longer.length or 0) - n} of source {longer.role} will not be used"]
+    return []
+
+
+def is_live_spec(spec: str) -> bool:
+    """True for a source string naming a camera, a network stream or a GStreamer pipeline."""
+    spec = str(spec).strip()
+    if _CAM_RE.match(spec) or " ! " in spec:
+        return True
+    return "://" in spec and spec.split("://", 1)[0].lower() in _URL_SCHEMES
 
 
 class Pairer:
@@ -580,6 +606,8 @@ class Pairer:
         self.a, self.b = a, b
         self.max_skew = max_skew_s
         self.skipped = 0
+        self.pairs = 0  # pairs handed out
+        self.end_note = ""  # set when one source ended while the other still had frames
         self._last = {id(a): -1, id(b): -1}
 
     def _read(self, src: Source, after: int | None = None) -> Frame | None:
@@ -589,8 +617,29 @@ class Pairer:
         return frame
 
     def next(self) -> tuple[Frame, Frame] | None:
+        pair = self._next()
+        if pair is not None:
+            self.pairs += 1
+        return pair
+
+    def _ended(self, fa: Frame | None, fb: Frame | None) -> None:
+        """Say which source ran out first and how many frames of the other go unused."""
+        if (fa is None) == (fb is None):
+            return
+        out, other = (self.a, self.b) if fa is None else (self.b, self.a)
+        if other.live:
+            left = f"source {other.role} ({other.label}) was still delivering"
+        elif other.length is not None:
+            unused = max(other.length - self.pairs, 1)  # the other source did return a frame
+            left = f"{unused} frame(s) of source {other.role} ({other.label}) were not used"
+        else:
+            left = f"the rest of source {other.role} ({other.label}) was not used"
+        self.end_note = f"source {out.role} ({out.label}) ran out after {self.pairs} frame(s); {left}"
+
+    def _next(self) -> tuple[Frame, Frame] | None:
         fa, fb = self._read(self.a), self._read(self.b)
         if fa is None or fb is None:
+            self._ended(fa, fb)
             return None
         if not (self.a.live and self.b.live):
             return fa, fb

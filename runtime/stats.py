@@ -107,16 +107,26 @@ def write_json(path: str | os.PathLike, text: str) -> None:
 
 
 class FpsMeter:
-    """Frames per second over a sliding time window (for the overlay)."""
+    """Frames per second over a sliding time window (for the overlay and the progress bar).
+
+    The window always keeps the previous tick, so frames slower than the window (a CPU
+    at 1-2 s per frame) still give their rate (0.6 FPS), not 0. Only the very first
+    tick has no rate: it returns 0.0 and :attr:`ready` is False.
+    """
 
     def __init__(self, span_s: float = 1.0) -> None:
         self.span = span_s
         self._times: list[float] = []
 
+    @property
+    def ready(self) -> bool:
+        """True once two ticks give a rate."""
+        return len(self._times) >= 2
+
     def tick(self, now: float | None = None) -> float:
         now = time.perf_counter() if now is None else now
         self._times.append(now)
-        while self._times and now - self._times[0] > self.span:
+        while len(self._times) > 2 and now - self._times[0] > self.span:
             self._times.pop(0)
         if len(self._times) < 2:
             return 0.0

@@ -91,3 +91,15 @@ def test_unrelated_state_dict_and_pickled_code(tmp_path):
     torch.save({"fn": print}, tmp_path / "code.pt")
     with pytest.raises(CheckpointError, match="refusing"):
         load_fusion_model(tmp_path / "code.pt")
+
+
+def test_checkpoint_mode_follows_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", {"fusion": FusionNet().state_dict()})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert not list(tmp_path.glob(".*.tmp"))

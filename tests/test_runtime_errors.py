@@ -133,7 +133,10 @@ def test_stream_credentials_are_masked(tmp_path: Path, standin: Path) -> None:
     assert "s3cret" not in res.output
 
 
-def test_usage_errors_exit_2(tmp_path: Path) -> None:
+def test_usage_errors_exit_2(tmp_path: Path, monkeypatch) -> None:
+    from refusion.runtime import cli as rfrun_cli
+
+    monkeypatch.setattr(rfrun_cli, "window_support", lambda: "no display")  # else cameras open a window
     assert rfrun("--ir", "cam0").exit_code == 2
     assert rfrun("--ir", "cam0", "--vis", "cam1").exit_code == 2  # nothing to do
     assert rfrun("--demo", "--size", "12by3").exit_code == 2

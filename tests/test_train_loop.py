@@ -164,7 +164,7 @@ def test_cli_trains_and_reports_bad_input(tmp_path):
     runner = CliRunner()
     args = ["ivif", "--data", str(root), "--preset", "quick", "--epochs", "1", "--meta-steps", "1",
             "--fusion-steps", "1", "--crop", "16", "--meta-crop", "16", "--fusion-dim", "8", "--aux-dim", "8",
-            "--device", "cpu", "--out", str(tmp_path / "run")]
+            "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "run")]
     res = runner.invoke(rftrain, args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "last.pt").is_file()

@@ -25,8 +25,59 @@ TASK_ROLES: dict[str, tuple[str, str]] = {
 }
 
 
+#: Where to get public training data per task (used in the "no training data" message).
+#: No sample set ships with refusion: the datasets below carry no licence that allows redistributing them.
+DATASETS: dict[str, str] = {
+    "ivif": "MSRS (1083 train pairs) from https://github.com/Linfeng-Tang/MSRS, whose folders are train/ir and "
+            "train/vi: pass --a-dir MSRS/train/ir --b-dir MSRS/train/vi, or rename vi to vis and pass --data MSRS; "
+            "RoadScene: https://github.com/hanna-xu/RoadScene",
+    "mif": "Harvard (CT/PET/SPECT-MRI) from https://github.com/xianming-gu/Havard-Medical-Image-Fusion-Datasets "
+           "or http://www.med.harvard.edu/AANLIB/: a = CT/PET/SPECT, b = MRI",
+    "mfif": "no public training pairs: make them from sharp photos with --synthesize-from DIR "
+            "(test sets: Lytro, https://github.com/xingchenzhang/MFIFB)",
+    "meif": "SICE from https://github.com/csjcai/SICE (under- and over-exposed frames of each scene)",
+}
+
+#: Default run folder: ``runs/<task>``, then ``runs/<task>2``, ``runs/<task>3`` ... when it exists.
+RUNS_DIR = "runs"
+
+
 class ConfigError(RefusionError):
     """A training option is out of range or contradicts another one."""
+
+
+def no_data_message(task: str) -> str:
+    """One message: the options that give data, the folder layout, and where to get the task's dataset."""
+    a, b = TASK_ROLES.get(task, ("a", "b"))
+    return (f"no training data: give --data ROOT (layout ROOT/train/{a}/NAME and ROOT/train/{b}/NAME, the same "
+            f"file name in both; validation from ROOT/test/...), --a-dir/--b-dir, or --synthesize-from DIR. "
+            f"Public data for {task}: {DATASETS.get(task, 'see the README')}")
+
+
+def default_run_dir(task: str, resume: bool = False, root: str = RUNS_DIR) -> str:
+    """``runs/<task>`` when free, else the next free ``runs/<task>N``; with ``resume`` the newest
+    existing one (highest N) that holds a ``last.pt``. ConfigError when there is nothing to resume."""
+    import os
+    import re
+
+    base = os.path.join(root, task)
+    existing: list[tuple[int, str]] = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            m = re.fullmatch(re.escape(task) + r"(\d*)", name)
+            if m and os.path.isdir(os.path.join(root, name)):
+                existing.append((int(m.group(1) or 1), os.path.join(root, name)))
+    if resume:
+        runs = sorted(n for n in existing if os.path.isfile(os.path.join(n[1], "last.pt")))
+        if not runs:
+            raise ConfigError(f"nothing to resume: no {base}* folder with a last.pt; give --out RUN_DIR")
+        return runs[-1][1]
+    if not os.path.exists(base):
+        return base
+    n = max([2] + [k + 1 for k, _ in existing])
+    while os.path.exists(f"{base}{n}"):
+        n += 1
+    return f"{base}{n}"
 
 
 @dataclass(frozen=True)
@@ -112,7 +163,7 @@ class TrainConfig:
         if (self.a_dir is None) != (self.b_dir is None):
             raise ConfigError("give both --a-dir and --b-dir, or neither")
         if self.data is None and self.a_dir is None and self.synthesize_from is None:
-            raise ConfigError("no training data: give --data ROOT, --a-dir/--b-dir, or --synthesize-from DIR")
+            raise ConfigError(no_data_message(self.task))
 
     @property
     def roles(self) -> tuple[str, str]:
@@ -168,4 +219,5 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
-__all__ = ["TrainConfig", "PRESETS", "preset_config", "ConfigError", "TASKS", "TASK_ROLES"]
+__all__ = ["TrainConfig", "PRESETS", "preset_config", "ConfigError", "TASKS", "TASK_ROLES", "DATASETS",
+           "default_run_dir", "no_data_message"]
