@@ -202,7 +202,7 @@ def to_markdown(report: dict) -> str:
 def result_stem(report: dict) -> str:
     names = "_".join(r["device"] for r in report["results"]) or "none"
     torch_v = report["torch"].replace("+", "-")
-    return f"train_speed_{names}_torch{torch_v}"
+    return f"train_speed_{names}_crop{report['config']['size']}_torch{torch_v}"
 
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:

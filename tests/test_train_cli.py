@@ -102,4 +102,4 @@ def test_unwritable_out_is_one_message(tmp_path: Path) -> None:
 def test_help_shows_percent_once_and_memory_per_crop() -> None:
     text = CliRunner().invoke(rftrain, ["-h"]).output
     assert "30-70% is" in " ".join(text.split()) and "%%" not in text
-    assert "6510 MiB" in text and "3832 MiB" in text
+    assert "3694 MiB" in text and "2261 MiB" in text

@@ -51,7 +51,7 @@ def _opt(*names: str, **kw: Any):
 @_opt("--meta-steps", type=int, help="M: outer (meta) steps per epoch.")
 @_opt("--fusion-steps", type=int, help="N: fusion & reconstruction steps per epoch.")
 @_opt("--crop", type=int, help="Random crop size of the fusion phase. Peak memory on the CPU at batch 4 "
-      "(rfbench train): 128 -> 6510 MiB, 96 -> 3832 MiB; lower --crop/--meta-crop on a small machine.")
+      "(rfbench train, meta step): 128 -> 3694 MiB, 96 -> 2261 MiB; lower --crop/--meta-crop on a small machine.")
 @_opt("--meta-crop", type=int, help="Crop size of the meta phase (0: same as --crop).")
 @_opt("--pairs-per-batch", type=int, help="Pairs per batch (the batch also holds them swapped).")
 @click.option("--no-swap", is_flag=True, default=None, help="Disable the a/b swap augmentation.")
