@@ -17,14 +17,10 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from refusion.runtime import colour as C
+from refusion.runtime.backends.torch_backend import colour_forward  # one home for the torch colour pipeline
 from refusion.train.networks import FusionNet
-
-#: Floor of the normalisation denominator (contract: max(hi' - lo', 1e-6)).
-NORM_EPS = 1e-6
 
 
 def exportable(net: FusionNet, half: bool = False) -> FusionNet:
@@ -55,23 +51,6 @@ class CoreGraph(nn.Module):
         return self.net(x).to(torch.float32)
 
 
-def _bgr_to_ycrcb(img: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """uint8 BGR (H, W, 3) -> float32 Y, Cr, Cb (H, W), OpenCV float formulas on BGR/255."""
-    f = img.to(torch.float32) / 255.0
-    b, g, r = f[..., 0], f[..., 1], f[..., 2]
-    y = C.Y_R * r + C.Y_G * g + C.Y_B * b
-    cr = (r - y) * C.CR_SCALE + C.TAU_FLOAT
-    cb = (b - y) * C.CB_SCALE + C.TAU_FLOAT
-    return y, cr, cb
-
-
-def _fuse_chroma(c_a: Tensor, c_b: Tensor) -> Tensor:
-    """Eq. 15, safe form (runtime/colour.py ``fuse_chroma`` with tau 0.5)."""
-    da, db = c_a - C.TAU_FLOAT, c_b - C.TAU_FLOAT
-    wa, wb = da.abs(), db.abs()
-    return C.TAU_FLOAT + (da * wa + db * wb) / (wa + wb + C.CHROMA_EPS)
-
-
 class ColourGraph(nn.Module):
     """Two uint8 BGR frames -> fused uint8 BGR frame, all per-pixel work inside.
 
@@ -87,21 +66,5 @@ class ColourGraph(nn.Module):
         self.half_ = half
 
     def forward(self, a: Tensor, b: Tensor, norm_state: Tensor) -> tuple[Tensor, Tensor]:
-        ya, cra, cba = _bgr_to_ycrcb(a)
-        yb, crb, cbb = _bgr_to_ycrcb(b)
-        x = torch.stack([ya, yb], dim=0).unsqueeze(0)
-        if self.half_:
-            x = x.to(torch.float16)
-        raw = self.net(x)[0, 0].to(torch.float32)  # float32 before the reductions over H*W
-        lo, hi, alpha = norm_state[0], norm_state[1], norm_state[2]
-        lo2 = alpha * lo + (1.0 - alpha) * raw.min()
-        hi2 = alpha * hi + (1.0 - alpha) * raw.max()
-        y = torch.clamp((raw - lo2) / torch.clamp(hi2 - lo2, min=NORM_EPS), 0.0, 1.0)
-        cr = _fuse_chroma(cra, crb) - C.TAU_FLOAT
-        cb = _fuse_chroma(cba, cbb) - C.TAU_FLOAT
-        out_b = y + C.B_CB * cb
-        out_g = y + C.G_CR * cr + C.G_CB * cb
-        out_r = y + C.R_CR * cr
-        bgr = torch.stack([out_b, out_g, out_r], dim=-1) * 255.0
-        fused = torch.floor(torch.clamp(bgr, 0.0, 255.0) + 0.5).to(torch.uint8)
-        return fused, torch.stack([lo2, hi2, alpha])
+        # One home for the colour pipeline: rfrun's torch backend runs the same function eagerly.
+        return colour_forward(self.net, a, b, norm_state, self.half_)
