@@ -485,10 +485,10 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
             "targets compute capabilities instead (--compute-capability)"
         )
     if flavour.name == "tensorrt_rtx":
-        targets = ", ".join(cc_text(c) for c in config.compute_capabilities) or "its defaults: " + ", ".join(
-            cc_text(c) for c in RTX_DEFAULT_TARGETS
-        ) + " and later"
-        say(f"tensorrt_rtx {flavour.version}, building ahead of time for compute capability {targets}")
+        chosen = ", ".join(cc_text(c) for c in config.compute_capabilities)
+        targets = (f"compute capability {chosen}" if chosen else "its default compute capabilities "
+                   + ", ".join(cc_text(c) for c in RTX_DEFAULT_TARGETS) + " and later")
+        say(f"tensorrt_rtx {flavour.version}, building ahead of time (no GPU needed) for {targets}")
     else:
         say(f"TensorRT {flavour.version} on {gpu.name} (compute capability {cc_text(gpu.compute_capability)})")
 
