@@ -141,6 +141,21 @@ def test_run_dir_checkpoints_and_protection(tmp_path):
         train(tiny_config(root), tmp_path / "empty", resume=True)
 
 
+def test_batched_log_reads_hold_every_step_with_the_same_losses(tmp_path):
+    """On a GPU losses are read every --log-every steps; the log must not lose or change a step."""
+    root = make_dataset(tmp_path / "d")
+    runs = []
+    for every in (1, 4):
+        trainer = Trainer(tiny_config(root, epochs=2, ckpt_every=3), tmp_path / f"run{every}")
+        trainer.log_every = every
+        runs.append(trainer.run())
+    assert step_losses(runs[0].history) == step_losses(runs[1].history)
+    assert [r["global_step"] for r in runs[1].history if r["phase"] != "val"] == list(range(1, 11))
+    assert all(isinstance(r["seconds"], float) for r in runs[1].history if r["phase"] != "val")
+    logged = [json.loads(line) for line in (tmp_path / "run4" / "log.jsonl").read_text().splitlines()]
+    assert [r["global_step"] for r in logged if r["phase"] != "val"] == list(range(1, 11))
+
+
 def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
     root = make_dataset(tmp_path / "d")
     from refusion.train import meta

@@ -68,7 +68,8 @@ def _opt(*names: str, **kw: Any):
 @click.option("--leak-fusion-grad", is_flag=True, default=None, help="Quirk: dL_f/dP leaks into P's gradient.")
 @_opt("--meta-grad", type=click.Choice(["jvp", "double_backward", "none"]),
       help="P's meta-gradient: jvp (exact, default), double_backward (exact, slower), none (ablation: P gets none).")
-@_opt("--log-every", type=int, help="Read losses from the device and log them every this many steps.")
+@_opt("--log-every", type=int, help="On a GPU, read losses from the device and log them every this many steps "
+      "(default 10; on the CPU every step).")
 @_opt("--fusion-dim", type=int, help="Width of F (16 = the released networks).")
 @_opt("--aux-dim", type=int, help="Width of P and R.")
 @_opt("--seed", type=int, help="Random seed (a CPU run is deterministic).")

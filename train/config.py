@@ -118,7 +118,7 @@ class TrainConfig:
     alpha1_ramp: bool = False  # quirk of the released schedule: alpha1 = (epoch+1)/L
     leak_fusion_grad: bool = False  # quirk: dL_f/dth_P leaks into P's meta gradient
     meta_grad: str = "jvp"  # P's meta-gradient: jvp (exact, fast) | double_backward (exact, slow) | none (ablation)
-    log_every: int = 10  # losses are read from the device (a host sync) only every this many steps
+    log_every: int = 10  # on a GPU, losses are read from the device (a host sync) only every this many steps
     # --- networks (defaults = the released F; smaller only for tests) ---
     fusion_dim: int = 16
     fusion_heads: int = 8

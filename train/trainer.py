@@ -172,6 +172,8 @@ class Trainer:
                     tdist.broadcast(t.data, 0)
         self.learner = MetaLearner(self.fusion, self.proposal, self.recon, meta_config(config), reduce)
         self._pending: list[dict[str, Any]] = []  # step rows whose losses are still device tensors
+        # Reading a CPU tensor costs nothing, so on the CPU every step is logged (and the progress bar moves).
+        self.log_every = 1 if self.device.type == "cpu" else config.log_every
         self._pending_t0 = time.perf_counter()
         self.epoch, self.phase, self.step, self.global_step = 0, "meta", 0, 0
         self.best_value: float | None = None
@@ -339,7 +341,7 @@ class Trainer:
                               "step": self.step + 1, "lr": self.learner.lr_e, **info})
         self.step += 1
         self.global_step += 1
-        if len(self._pending) >= self.config.log_every:
+        if len(self._pending) >= self.log_every:
             self._flush()
         if self.config.ckpt_every and self.global_step % self.config.ckpt_every == 0:
             self.save()
