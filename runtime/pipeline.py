@@ -436,13 +436,3 @@ def _close_all(sinks: Sequence[Sink], sources: Sequence[Source], backend: Backen
     if first is not None:
         raise first
 
-
-def fuse_pairs(
-    backend: Backend,
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-    normalisation: str = "ema",
-    alpha: float = DEFAULT_EMA_ALPHA,
-) -> list[np.ndarray]:
-    """Fuse a list of (a, b) uint8 BGR pairs in order, carrying the normalisation state."""
-    fuser = Fuser(backend, normalisation, alpha)
-    return [fuser(np.ascontiguousarray(x), np.ascontiguousarray(y)) for x, y in pairs]
