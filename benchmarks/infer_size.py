@@ -66,7 +66,7 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 def run_infer_size(config: InferSizeConfig, say: Reporter = lambda text: None) -> dict[str, Any]:
     """Measure; returns the report dict (see :func:`write_report`)."""
-    from refusion.benchmarks.latency import host_info, versions
+    from refusion.benchmarks.latency_env import host_info, versions
     from refusion.benchmarks.metrics import average_gradient, spatial_frequency
     from refusion.runtime.backends import open_backend
     from refusion.runtime.imageio import read_image
@@ -166,7 +166,7 @@ def run_infer_size(config: InferSizeConfig, say: Reporter = lambda text: None) -
 
 
 def result_stem(report: dict[str, Any]) -> str:
-    from refusion.benchmarks.latency import _slug
+    from refusion.benchmarks.latency_report import slug as _slug
 
     host = report["host"]
     device = _slug(host["cpu_model"].split("@")[0]) + f"-{host['physical_cores']}c"
