@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from refusion.runtime.pipeline import DEFAULT_MODEL
+from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser
+from refusion.runtime.upsample import LowResFusion, check_infer_size
 
 Reporter = Callable[[str], None]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,92 +65,26 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)[..., 0]
 
 
+Variant = tuple[str, LowResFusion | None]  # (name, None = full resolution, else the low-resolution stage)
+STAGES = ("total", "prepare", "infer", "post")
+
+
 def run_infer_size(config: InferSizeConfig, say: Reporter = lambda text: None) -> dict[str, Any]:
     """Measure; returns the report dict (see :func:`write_report`)."""
-    from refusion.benchmarks.latency import host_info, versions
-    from refusion.benchmarks.metrics import average_gradient, spatial_frequency
+    from refusion.benchmarks.latency_env import host_info, versions
     from refusion.runtime.backends import open_backend
-    from refusion.runtime.imageio import read_image
-    from refusion.runtime.pipeline import Fuser
-    from refusion.runtime.upsample import LowResFusion, check_infer_size
 
-    a, b = read_image(config.ir), read_image(config.vis)
-    if a.shape != b.shape:
-        raise ValueError(f"the pair differs in size: {a.shape} vs {b.shape}")
+    a, b = _read_pair(config)
     frame_hw = a.shape[:2]
-    for h, w in config.sizes:
-        check_infer_size((w, h), frame_hw)
     host = host_info()
-    variants: list[tuple[str, LowResFusion | None]] = [("full", None)]
-    variants += [(f"{h}x{w}", LowResFusion((w, h), config.interpolation)) for h, w in config.sizes]
-    stages = ("total", "prepare", "infer", "post")
-    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in stages} for n, _ in variants}
-    outputs: dict[str, np.ndarray] = {}
+    variants = _variants(config)
     with open_backend(config.model, config.backend) as be:
         fuser = Fuser(be, config.normalisation)
-
-        def once(low: LowResFusion | None) -> tuple[np.ndarray, list[float]]:
-            fuser.reset()
-            t0 = time.perf_counter()
-            na, nb = low.prepare(a, b) if low is not None else (a, b)
-            t1 = time.perf_counter()
-            fused = fuser(na, nb)
-            t2 = time.perf_counter()
-            out = low.finish(fused, na, nb, a, b) if low is not None else fused
-            t3 = time.perf_counter()
-            return out, [t3 - t0, t1 - t0, t2 - t1, t3 - t2]
-
-        for name, low in variants:
-            for _ in range(config.warmup):
-                outputs[name] = once(low)[0]
-        say(f"backend {be.describe()}; frame {frame_hw[1]}x{frame_hw[0]}; {config.repeats} interleaved repetitions")
-        for r in range(config.repeats):
-            k = r % len(variants)
-            for name, low in variants[k:] + variants[:k]:
-                out, t = once(low)
-                for key, v in zip(stages, t):
-                    times[name][key].append(v)
-                outputs[name] = out
-            last = ", ".join(f"{n} {times[n]['total'][-1] * 1e3:.0f} ms" for n, _ in variants)
-            say(f"repetition {r + 1}/{config.repeats}: {last}")
+        times, outputs = _time_variants(config, fuser, variants, a, b, say)
         backend_desc = be.describe()
-        # luma upsampling choice: both interpolations on the same low-resolution fused frame
-        by_interp: dict[str, dict[str, dict[str, float]]] = {}
-        for name, low in variants[1:]:
-            na, nb = low.prepare(a, b)
-            fuser.reset()
-            fused = fuser(na, nb)
-            by_interp[name] = {}
-            for interp in ("linear", "cubic"):
-                out = LowResFusion(low.size, interp).finish(fused, na, nb, a, b)
-                by_interp[name][interp] = {
-                    "psnr_bgr_db": round(_psnr(out, outputs["full"]), 2),
-                    "psnr_luma_db": round(_psnr(_luma(out), _luma(outputs["full"])), 2),
-                    "max_abs_diff": int(np.abs(out.astype(np.int16) - outputs["full"]).max()),
-                }
+        by_interp = _by_interpolation(fuser, variants, a, b, outputs["full"])
     host["loadavg_end"] = list(os.getloadavg())
-    full = outputs["full"]
-    y_full = _luma(full)
-    rows = []
-    for name, low in variants:
-        t = times[name]
-        y = _luma(outputs[name])
-        row = {
-            "variant": name,
-            "infer_size_hw": list(frame_hw) if low is None else [low.size[1], low.size[0]],
-            "median_ms": round(statistics.median(t["total"]) * 1e3, 1),
-            "min_ms": round(min(t["total"]) * 1e3, 1),
-            "max_ms": round(max(t["total"]) * 1e3, 1),
-            "stage_median_ms": {k: round(statistics.median(v) * 1e3, 2) for k, v in t.items() if k != "total"},
-            "samples_ms": [round(v * 1e3, 1) for v in t["total"]],
-            "psnr_bgr_db": None if low is None else round(_psnr(outputs[name], full), 2),
-            "psnr_luma_db": None if low is None else round(_psnr(y, y_full), 2),
-            "max_abs_diff": int(np.abs(outputs[name].astype(np.int16) - full).max()),
-            "sf": round(spatial_frequency(y), 3),
-            "ag": round(average_gradient(y), 3),
-            "by_interpolation": by_interp.get(name),
-        }
-        rows.append(row)
+    rows = [_row(name, low, times[name], outputs, frame_hw, by_interp) for name, low in variants]
     base = rows[0]["median_ms"]
     for row in rows:
         row["speedup"] = round(base / row["median_ms"], 2)
@@ -165,8 +100,102 @@ def run_infer_size(config: InferSizeConfig, say: Reporter = lambda text: None) -
     }
 
 
+def _read_pair(config: InferSizeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pair, uint8 (H, W, 3) BGR; ValueError / SizeError when it or an inference size does not fit."""
+    from refusion.runtime.imageio import read_image
+
+    a, b = read_image(config.ir), read_image(config.vis)
+    if a.shape != b.shape:
+        raise ValueError(f"the pair differs in size: {a.shape} vs {b.shape}")
+    for h, w in config.sizes:
+        check_infer_size((w, h), a.shape[:2])
+    return a, b
+
+
+def _variants(config: InferSizeConfig) -> list[Variant]:
+    return [("full", None)] + [(f"{h}x{w}", LowResFusion((w, h), config.interpolation)) for h, w in config.sizes]
+
+
+def _once(fuser: Fuser, low: LowResFusion | None, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """One frame through ``low`` (or at full resolution); the output and the seconds per :data:`STAGES`."""
+    fuser.reset()
+    t0 = time.perf_counter()
+    na, nb = low.prepare(a, b) if low is not None else (a, b)
+    t1 = time.perf_counter()
+    fused = fuser(na, nb)
+    t2 = time.perf_counter()
+    out = low.finish(fused, na, nb, a, b) if low is not None else fused
+    t3 = time.perf_counter()
+    return out, [t3 - t0, t1 - t0, t2 - t1, t3 - t2]
+
+
+def _time_variants(config: InferSizeConfig, fuser: Fuser, variants: list[Variant], a: np.ndarray, b: np.ndarray,
+                   say: Reporter) -> tuple[dict[str, dict[str, list[float]]], dict[str, np.ndarray]]:
+    """Warm up, then time every variant in interleaved, rotating repetitions; (times, last outputs) by name."""
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in STAGES} for n, _ in variants}
+    outputs: dict[str, np.ndarray] = {}
+    for name, low in variants:
+        for _ in range(config.warmup):
+            outputs[name] = _once(fuser, low, a, b)[0]
+    frame_hw = a.shape[:2]
+    say(f"backend {fuser.backend.describe()}; frame {frame_hw[1]}x{frame_hw[0]}; {config.repeats} interleaved repetitions")
+    for r in range(config.repeats):
+        k = r % len(variants)
+        for name, low in variants[k:] + variants[:k]:
+            out, t = _once(fuser, low, a, b)
+            for key, v in zip(STAGES, t):
+                times[name][key].append(v)
+            outputs[name] = out
+        last = ", ".join(f"{n} {times[n]['total'][-1] * 1e3:.0f} ms" for n, _ in variants)
+        say(f"repetition {r + 1}/{config.repeats}: {last}")
+    return times, outputs
+
+
+def _by_interpolation(fuser: Fuser, variants: list[Variant], a: np.ndarray, b: np.ndarray,
+                      full: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+    """Luma upsampling choice: both interpolations on the same low-resolution fused frame, against ``full``."""
+    by_interp: dict[str, dict[str, dict[str, float]]] = {}
+    for name, low in variants[1:]:
+        na, nb = low.prepare(a, b)
+        fuser.reset()
+        fused = fuser(na, nb)
+        by_interp[name] = {}
+        for interp in ("linear", "cubic"):
+            out = LowResFusion(low.size, interp).finish(fused, na, nb, a, b)
+            by_interp[name][interp] = {
+                "psnr_bgr_db": round(_psnr(out, full), 2),
+                "psnr_luma_db": round(_psnr(_luma(out), _luma(full)), 2),
+                "max_abs_diff": int(np.abs(out.astype(np.int16) - full).max()),
+            }
+    return by_interp
+
+
+def _row(name: str, low: LowResFusion | None, t: dict[str, list[float]], outputs: dict[str, np.ndarray],
+         frame_hw: tuple[int, ...], by_interp: dict[str, Any]) -> dict[str, Any]:
+    """One variant's report row: times (ms), fidelity against the full-resolution output, SF / AG of the luma."""
+    from refusion.benchmarks.metrics import average_gradient, spatial_frequency
+
+    full = outputs["full"]
+    y = _luma(outputs[name])
+    return {
+        "variant": name,
+        "infer_size_hw": list(frame_hw) if low is None else [low.size[1], low.size[0]],
+        "median_ms": round(statistics.median(t["total"]) * 1e3, 1),
+        "min_ms": round(min(t["total"]) * 1e3, 1),
+        "max_ms": round(max(t["total"]) * 1e3, 1),
+        "stage_median_ms": {k: round(statistics.median(v) * 1e3, 2) for k, v in t.items() if k != "total"},
+        "samples_ms": [round(v * 1e3, 1) for v in t["total"]],
+        "psnr_bgr_db": None if low is None else round(_psnr(outputs[name], full), 2),
+        "psnr_luma_db": None if low is None else round(_psnr(y, _luma(full)), 2),
+        "max_abs_diff": int(np.abs(outputs[name].astype(np.int16) - full).max()),
+        "sf": round(spatial_frequency(y), 3),
+        "ag": round(average_gradient(y), 3),
+        "by_interpolation": by_interp.get(name),
+    }
+
+
 def result_stem(report: dict[str, Any]) -> str:
-    from refusion.benchmarks.latency import _slug
+    from refusion.benchmarks.latency_report import slug as _slug
 
     host = report["host"]
     device = _slug(host["cpu_model"].split("@")[0]) + f"-{host['physical_cores']}c"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from refusion.runtime.errors import DataError
 
+from .quality_report import report_to_markdown
+
 #: dataset -> (task, {metric: value}) for ReFusion as published.
 PAPER_NUMBERS: dict[str, tuple[str, dict[str, float]]] = {
     "MSRS": ("ivif", {"EN": 6.71, "SD": 42.89, "SF": 11.64, "AG": 3.80, "SCD": 1.67, "SSIM": 0.51}),
@@ -65,8 +67,6 @@ def add_paper_row(report: dict, dataset: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m refusion.benchmarks.paper_numbers REPORT.json DATASET``: add the row in place."""
-    from .quality import report_to_markdown
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m refusion.benchmarks.paper_numbers REPORT.json DATASET", file=sys.stderr)

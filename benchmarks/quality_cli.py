@@ -11,7 +11,8 @@ from refusion.runtime.errors import DataError
 from .baselines import BASELINES
 from .metrics import METRICS, canonical_metric
 from .paper_numbers import PAPER_NUMBERS, canonical_dataset, guess_dataset
-from .quality import TASKS, QualityConfig, check_outputs, evaluate, report_to_markdown, write_report
+from .quality import TASKS, QualityConfig, evaluate
+from .quality_report import check_outputs, report_to_markdown, write_report
 
 
 def _parse_metrics(values: tuple[str, ...]) -> tuple[str, ...]:

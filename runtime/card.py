@@ -8,7 +8,7 @@ module needs neither torch nor onnx.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .errors import CheckpointError
@@ -114,9 +114,6 @@ class ModelCard:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"model card is not valid JSON ({exc})") from exc
         return cls.from_dict(d)
-
-    def with_provenance(self, **changes: Any) -> "ModelCard":
-        return replace(self, provenance=replace(self.provenance, **changes))
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,6 @@ TAU_FLOAT = 0.5
 CHROMA_EPS = 1e-6
 
 
-def _delta(img: np.ndarray) -> float:
-    return TAU_UINT8 if img.dtype == np.uint8 else TAU_FLOAT
-
-
 def bgr_to_ycrcb(img: np.ndarray) -> np.ndarray:
     """BGR (H, W, 3) -> YCrCb (H, W, 3), same dtype, equal to ``cv2.cvtColor``.
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from .errors import SourceError
-from .sources import Source
+from .source_base import Source
 
 DEFAULT_FRAMES = 60
 DEFAULT_SIZE = (320, 240)  # (W, H)

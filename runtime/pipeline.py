@@ -30,6 +30,7 @@ from .sinks import FolderSink, ImageSink, Sink, VideoSink, WindowSink, compose, 
 from .sources import (
     RECONNECT_DELAYS,
     STALL_TIMEOUT_S,
+    Frame,
     ImageSequenceSource,
     Pairer,
     Source,
@@ -247,32 +248,13 @@ def run(
         rep.warn(text)
 
     a, b = sources if sources is not None else open_sources(config, warn)
-    for s in (a, b):
-        s.reconnect_delays = config.reconnect_delays
-        s.stall_timeout = config.stall_timeout_s
-    lengths = [s.length for s in (a, b) if s.length is not None]
-    total = min(lengths) if len(lengths) == 2 else None
-    if config.max_frames:
-        total = min(total, config.max_frames) if total else config.max_frames
-    for out in config.outputs:
-        if output_kind(out) == "image" and (total is None or total > 1):
-            raise OutputError(
-                f"--out {out} holds one image, but the sources deliver {'a stream' if total is None else f'{total} frames'}; "
-                "give a folder or a video file"
-            )
-    if config.view not in ("fused", "side-by-side"):
-        raise ValueError(f"view must be fused or side-by-side, not {config.view!r}")
-    check_outputs(config)  # an unwritable output fails now, not after the first inference
-    aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
-    low = LowResFusion(tuple(config.infer_size), config.infer_interpolation) if config.infer_size else None
-    if low is not None:
-        check_infer_size(low.size)  # too small: fail before opening sources and the engine
+    total = _configure_sources(config, a, b)
+    _check_request(config, total)  # an unwritable output fails now, not after the first inference
+    aligner, low, times = _stages(config, warn)
     sinks: list[Sink] = _make_sinks(config)  # checks outputs (exists, type) before anything is opened
     started: list[Source] = []
     own_backend = backend is None
     be = backend
-    stages = STAGES if low is None else STAGES[:3] + ("post",) + STAGES[3:]
-    times = StageTimes(stages)
     t_start = time.perf_counter()
     try:
         model = resolve_model(config.model) if be is None else None
@@ -283,98 +265,186 @@ def run(
             be = open_backend(model, config.backend, config.trust_engine_code)
         elif not getattr(be, "_open", True):
             be.open()
-        for text in be.warnings:
-            warn(text)
-        mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options)
-        if mismatch:
-            warn(mismatch)
-        rep.info(f"backend: {be.describe()}; model {be.model}")
-        for sink in sinks:
-            if isinstance(sink, VideoSink) and config.fps is None:
-                sink.fps = a.fps or b.fps or sink.fps
-        norm, alpha = _choose_normalisation(config, a, b, be.card)
-        fuser = Fuser(be, norm, alpha)
-        labels = be.sources if len(be.sources) == 2 else ("a", "b")
-        pairer = Pairer(a, b, config.max_skew_ms / 1e3)
-        meter = FpsMeter()
-        checked: tuple[int, int] | None = None
-        use_low = False  # infer_size set and smaller than the frames
-        rep.start(total, f"{labels[0]}+{labels[1]} -> {be.name}")
+        _announce_backend(config, be, rep, warn)
+        _set_video_fps(config, sinks, a, b)
+        fuser = Fuser(be, *_choose_normalisation(config, a, b, be.card))
+        loop = _FrameLoop(config, a, b, be, fuser, aligner, low, sinks, times, st, rep, warn, total)
+        rep.start(total, f"{loop.labels[0]}+{loop.labels[1]} -> {be.name}")
         t_start = time.perf_counter()
-        try:
-            while True:
-                t0 = time.perf_counter()
-                pair = pairer.next()
-                for s in (a, b):
-                    for text in s.pop_warnings():
-                        warn(text)
-                if pair is None:
-                    break
-                fa, fb = pair
-                if fa.image is None or fb.image is None:
-                    bad = fa if fa.image is None else fb
-                    if total == 1:  # a still pair: nothing left to fuse, one message is enough
-                        raise ImageReadError(f"no frame could be fused: {bad.error}")
-                    warn(f"skipped frame {bad.name}: {bad.error}")
-                    st.skipped += 1
-                    st.decode_errors.append(bad.error)
-                    continue
-                t1 = time.perf_counter()
-                img_a, img_b = aligner(fa.image, fb.image)
-                hw = (img_a.shape[0], img_a.shape[1])
-                if hw != checked:
-                    use_low = _check_sizes(be, low, hw, rep, warn)
-                    checked = hw
-                    st.size = list(hw)
-                net_a, net_b = low.prepare(img_a, img_b) if use_low else (img_a, img_b)
-                t2 = time.perf_counter()
-                fused = fuser(net_a, net_b, copy=False)
-                t3 = time.perf_counter()
-                if use_low:
-                    fused = low.finish(fused, net_a, net_b, img_a, img_b)
-                t_post = time.perf_counter()
-                fps_now = meter.tick(t_post)
-                rate = f"{fps_now:5.2f} FPS" if fps_now < 10 else f"{fps_now:5.1f} FPS"
-                text = (
-                    f"{rate if meter.ready else '  -- FPS'}  latency {times.last('latency') * 1e3:4.0f} ms  "
-                    f"infer {(t3 - t2) * 1e3:4.0f} ms"
-                )
-                frame_out = compose(fused, img_a, img_b, config.view, labels, text if config.overlay else "")
-                for sink in sinks:
-                    sink.write(frame_out, fa.name)
-                t4 = time.perf_counter()
-                st.frames += 1
-                times.add("capture", t1 - t0)
-                times.add("align", t2 - t1)
-                times.add("infer", t3 - t2)
-                if low is not None:
-                    times.add("post", t_post - t3)
-                times.add("sink", t4 - t_post)
-                times.add("latency", time.monotonic() - min(fa.t, fb.t))
-                rep.frame(st.frames, text)
-                if any(s.stop_requested for s in sinks):
-                    st.stopped_by = "window"
-                    break
-                if config.max_frames and st.frames >= config.max_frames:
-                    st.stopped_by = "max-frames"
-                    break
-        except KeyboardInterrupt:
-            st.stopped_by = "interrupt"
-        st.skipped += pairer.skipped
-        if pairer.end_note and st.stopped_by == "end":
-            warn(pairer.end_note)
+        loop.run()
     finally:
         elapsed = time.perf_counter() - t_start
         try:  # outputs first: a reporter that cannot write (a closed pipe) must not cost the video
             _close_all(sinks, started, be if own_backend else None)
         finally:
             _finish_quietly(rep)
+    summary = _summary(st, a, b, be, fuser, sinks, times, elapsed)
+    if config.stats_json:
+        write_json(config.stats_json, summary.to_json())
+    return summary
+
+
+def _configure_sources(config: RunConfig, a: Source, b: Source) -> int | None:
+    """Give both sources the run's reconnect and stall settings; the number of frames to fuse when known."""
+    for s in (a, b):
+        s.reconnect_delays = config.reconnect_delays
+        s.stall_timeout = config.stall_timeout_s
+    lengths = [s.length for s in (a, b) if s.length is not None]
+    total = min(lengths) if len(lengths) == 2 else None
+    if config.max_frames:
+        total = min(total, config.max_frames) if total else config.max_frames
+    return total
+
+
+def _check_request(config: RunConfig, total: int | None) -> None:
+    """OutputError / ValueError for a request that cannot work, before anything is opened."""
+    for out in config.outputs:
+        if output_kind(out) == "image" and (total is None or total > 1):
+            raise OutputError(
+                f"--out {out} holds one image, but the sources deliver {'a stream' if total is None else f'{total} frames'}; "
+                "give a folder or a video file"
+            )
+    if config.view not in ("fused", "side-by-side"):
+        raise ValueError(f"view must be fused or side-by-side, not {config.view!r}")
+    check_outputs(config)
+
+
+def _stages(config: RunConfig, warn) -> tuple[Aligner, LowResFusion | None, StageTimes]:
+    """The aligner, the low-resolution stage (``infer_size``) and the stage clocks of one run."""
+    aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
+    low = LowResFusion(tuple(config.infer_size), config.infer_interpolation) if config.infer_size else None
+    if low is not None:
+        check_infer_size(low.size)  # too small: fail before opening sources and the engine
+    return aligner, low, StageTimes(STAGES if low is None else STAGES[:3] + ("post",) + STAGES[3:])
+
+
+def _announce_backend(config: RunConfig, be: Backend, rep: Reporter, warn) -> None:
+    """The backend's warnings, a model trained for another task than the sources', and what runs."""
+    for text in be.warnings:
+        warn(text)
+    mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options)
+    if mismatch:
+        warn(mismatch)
+    rep.info(f"backend: {be.describe()}; model {be.model}")
+
+
+def _set_video_fps(config: RunConfig, sinks: Sequence[Sink], a: Source, b: Source) -> None:
+    """Video outputs take the sources' frame rate unless ``config.fps`` is given."""
+    for sink in sinks:
+        if isinstance(sink, VideoSink) and config.fps is None:
+            sink.fps = a.fps or b.fps or sink.fps
+
+
+class _FrameLoop:
+    """The per-frame loop of :func:`run`: pair -> align -> infer (-> post) -> sinks, each stage timed."""
+
+    def __init__(self, config: RunConfig, a: Source, b: Source, be: Backend, fuser: Fuser, aligner: Aligner,
+                 low: LowResFusion | None, sinks: Sequence[Sink], times: StageTimes, st: _RunState, rep: Reporter,
+                 warn, total: int | None) -> None:
+        self.config, self.a, self.b, self.be, self.fuser = config, a, b, be, fuser
+        self.aligner, self.low, self.sinks, self.times = aligner, low, sinks, times
+        self.st, self.rep, self.warn, self.total = st, rep, warn, total
+        self.labels = be.sources if len(be.sources) == 2 else ("a", "b")
+        self.pairer = Pairer(a, b, config.max_skew_ms / 1e3)
+        self.meter = FpsMeter()
+        self.checked: tuple[int, int] | None = None
+        self.use_low = False  # infer_size set and smaller than the frames
+
+    def run(self) -> None:
+        """Fuse until the end, a stop, or Ctrl-C (which ends the run cleanly)."""
+        try:
+            while self._step():
+                pass
+        except KeyboardInterrupt:
+            self.st.stopped_by = "interrupt"
+        self.st.skipped += self.pairer.skipped
+        if self.pairer.end_note and self.st.stopped_by == "end":
+            self.warn(self.pairer.end_note)
+
+    def _step(self) -> bool:
+        """One pair through every stage; False when the run ends."""
+        t0 = time.perf_counter()
+        pair = self.pairer.next()
+        for s in (self.a, self.b):
+            for text in s.pop_warnings():
+                self.warn(text)
+        if pair is None:
+            return False
+        fa, fb = pair
+        if fa.image is None or fb.image is None:
+            self._skip(fa if fa.image is None else fb)
+            return True
+        t1 = time.perf_counter()
+        img_a, img_b = self.aligner(fa.image, fb.image)
+        self._check_size((img_a.shape[0], img_a.shape[1]))
+        net_a, net_b = self.low.prepare(img_a, img_b) if self.use_low else (img_a, img_b)
+        t2 = time.perf_counter()
+        fused = self.fuser(net_a, net_b, copy=False)
+        t3 = time.perf_counter()
+        if self.use_low:
+            fused = self.low.finish(fused, net_a, net_b, img_a, img_b)
+        t_post = time.perf_counter()
+        text = self._overlay_text(t_post, t3 - t2)
+        frame_out = compose(fused, img_a, img_b, self.config.view, self.labels, text if self.config.overlay else "")
+        for sink in self.sinks:
+            sink.write(frame_out, fa.name)
+        t4 = time.perf_counter()
+        self.st.frames += 1
+        self._record((t0, t1, t2, t3, t_post, t4), min(fa.t, fb.t))
+        self.rep.frame(self.st.frames, text)
+        return not self._stop()
+
+    def _skip(self, bad: Frame) -> None:
+        if self.total == 1:  # a still pair: nothing left to fuse, one message is enough
+            raise ImageReadError(f"no frame could be fused: {bad.error}")
+        self.warn(f"skipped frame {bad.name}: {bad.error}")
+        self.st.skipped += 1
+        self.st.decode_errors.append(bad.error)
+
+    def _check_size(self, hw: tuple[int, int]) -> None:
+        if hw != self.checked:
+            self.use_low = _check_sizes(self.be, self.low, hw, self.rep, self.warn)
+            self.checked = hw
+            self.st.size = list(hw)
+
+    def _overlay_text(self, now: float, infer_s: float) -> str:
+        fps_now = self.meter.tick(now)
+        rate = f"{fps_now:5.2f} FPS" if fps_now < 10 else f"{fps_now:5.1f} FPS"
+        return (
+            f"{rate if self.meter.ready else '  -- FPS'}  latency {self.times.last('latency') * 1e3:4.0f} ms  "
+            f"infer {infer_s * 1e3:4.0f} ms"
+        )
+
+    def _record(self, marks: tuple[float, ...], captured: float) -> None:
+        """Stage times from the clock marks (t0 pair, t1 align, t2 infer, t3 post, t_post sink, t4 end)."""
+        t0, t1, t2, t3, t_post, t4 = marks
+        self.times.add("capture", t1 - t0)
+        self.times.add("align", t2 - t1)
+        self.times.add("infer", t3 - t2)
+        if self.low is not None:
+            self.times.add("post", t_post - t3)
+        self.times.add("sink", t4 - t_post)
+        self.times.add("latency", time.monotonic() - captured)
+
+    def _stop(self) -> bool:
+        if any(s.stop_requested for s in self.sinks):
+            self.st.stopped_by = "window"
+            return True
+        if self.config.max_frames and self.st.frames >= self.config.max_frames:
+            self.st.stopped_by = "max-frames"
+            return True
+        return False
+
+
+def _summary(st: _RunState, a: Source, b: Source, be: Backend | None, fuser: Fuser, sinks: Sequence[Sink],
+             times: StageTimes, elapsed: float) -> RunSummary:
+    """The run's summary; ImageReadError when every frame failed to decode."""
     if st.frames == 0 and st.decode_errors:
         raise ImageReadError(
             f"no frame could be fused: {st.decode_errors[0]}"
             + (f" (and {len(st.decode_errors) - 1} more)" if len(st.decode_errors) > 1 else "")
         )
-    summary = RunSummary(
+    return RunSummary(
         frames=st.frames,
         dropped=max(a.dropped, b.dropped),
         dropped_per_source={"a": a.dropped, "b": b.dropped},
@@ -391,9 +461,6 @@ def run(
         stopped_by=st.stopped_by,
         warnings=st.warnings,
     )
-    if config.stats_json:
-        write_json(config.stats_json, summary.to_json())
-    return summary
 
 
 def _check_sizes(be: Backend, low: LowResFusion | None, hw: tuple[int, int], rep: Reporter, warn) -> bool:
@@ -436,13 +503,3 @@ def _close_all(sinks: Sequence[Sink], sources: Sequence[Source], backend: Backen
     if first is not None:
         raise first
 
-
-def fuse_pairs(
-    backend: Backend,
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-    normalisation: str = "ema",
-    alpha: float = DEFAULT_EMA_ALPHA,
-) -> list[np.ndarray]:
-    """Fuse a list of (a, b) uint8 BGR pairs in order, carrying the normalisation state."""
-    fuser = Fuser(backend, normalisation, alpha)
-    return [fuser(np.ascontiguousarray(x), np.ascontiguousarray(y)) for x, y in pairs]
