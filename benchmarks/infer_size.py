@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from refusion.runtime.fsutil import atomic_write_text
 from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser
 from refusion.runtime.upsample import LowResFusion, check_infer_size
 
@@ -251,11 +252,10 @@ def format_markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: Path, notes: str = "") -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = result_stem(report)
     md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-    md.write_text(format_markdown(report) + (f"\n{notes}\n" if notes else ""), encoding="utf-8")
-    js.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(md, format_markdown(report) + (f"\n{notes}\n" if notes else ""))  # atomic: parents made
+    atomic_write_text(js, json.dumps(report, indent=2) + "\n")
     return md, js
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from refusion.runtime._deps import require
 from refusion.runtime.errors import RefusionError
+from refusion.runtime.fsutil import atomic_write_text
 
 Reporter = Callable[[str], None]
 
@@ -280,9 +281,8 @@ def to_text(report: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], path: Path) -> tuple[Path, Path]:
     """``path`` (.txt) and the same stem .json."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_text(report))
+    atomic_write_text(path, to_text(report))
     js = path.with_suffix(".json")
-    js.write_text(json.dumps({**report, "runs": [{k: v for k, v in r.items() if k != "table"} for r in report["runs"]]},
-                             indent=1) + "\n")
+    atomic_write_text(js, json.dumps({**report, "runs": [{k: v for k, v in r.items() if k != "table"}
+                                                         for r in report["runs"]]}, indent=1) + "\n")
     return path, js

@@ -7,12 +7,10 @@ device and torch build they ran on.
 """
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from refusion.runtime._deps import require
 from refusion.runtime.errors import RefusionError
@@ -203,13 +201,3 @@ def result_stem(report: dict) -> str:
     names = "_".join(r["device"] for r in report["results"]) or "none"
     torch_v = report["torch"].replace("+", "-")
     return f"train_speed_{names}_crop{report['config']['size']}_torch{torch_v}"
-
-
-def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    stem = result_stem(report)
-    jp, mp = d / f"{stem}.json", d / f"{stem}.md"
-    jp.write_text(json.dumps(report, indent=2) + "\n")
-    mp.write_text(to_markdown(report))
-    return jp, mp

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from refusion.export.tensorrt_build import RTX_BUILD_NAMES, TRT_BUILD_NAMES
+from refusion.export.trt_network import TRT_NETWORK_NAMES
 from refusion.runtime.backends.tensorrt import TRT_API_NAMES
 
 #: (package, version, TensorRT major) checked. 10.13 = the last 10.x on cu12 wheels here, 11.4 = current.
@@ -86,7 +87,7 @@ def _has(name: str, so: bytes, init: bytes) -> bool:
 @pytest.mark.parametrize("package", [f"{p}=={v}" for p, v in WHEELS if "lean" not in p])
 def test_builder_names_in_full_bindings(wheels, package):
     so, init = _extension_bytes(wheels[package])
-    missing = [n for n in TRT_BUILD_NAMES + TRT_API_NAMES if not _has(n, so, init)]
+    missing = [n for n in TRT_BUILD_NAMES + TRT_NETWORK_NAMES + TRT_API_NAMES if not _has(n, so, init)]
     assert not missing, f"{package} lacks {missing}"
 
 
@@ -104,7 +105,7 @@ def test_removed_names_absent_in_11(wheels):
     so11, init11 = _extension_bytes(wheels["tensorrt-cu13-bindings==11.4.0.106"])
     for name in REMOVED_IN_11:
         assert _has(name, so10, init10) and not _has(name, so11, init11), name
-        assert name not in TRT_BUILD_NAMES + TRT_API_NAMES
+        assert name not in TRT_BUILD_NAMES + TRT_NETWORK_NAMES + TRT_API_NAMES
     assert not _has("execute_async_v2", so10, init10)  # removed in 10.0
 
 

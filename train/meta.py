@@ -36,7 +36,7 @@ reads them at its logging interval) and P's max-normalised step is computed on t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -242,7 +242,7 @@ class MetaLearner:
         batch, P's gradient accumulated; P updated every ``outer_accum`` outer steps."""
         cfg = self.config
         if self.alpha1 != cfg.alpha1:
-            cfg = MetaConfig(**{**cfg.__dict__, "alpha1": self.alpha1})
+            cfg = replace(cfg, alpha1=self.alpha1)
         mg = meta_gradient(self.fusion, self.proposal, self.recon, (train_x, train_t), (test_x, test_t),
                            self.inner_lr, cfg)
         self._accumulate(mg.proposal_grads)
