@@ -8,7 +8,7 @@ machine load hits every variant alike); medians per variant and per stage (``pre
 downscale, ``infer`` = colour graph, ``post`` = upsampling and colour work). Fidelity of each
 low-resolution output against the full-resolution output: PSNR over the B, G, R channels,
 PSNR of the luma, max abs difference (uint8 levels), and SF / AG
-(:mod:`refusion.benchmarks.metrics`) of the luma of both.
+(:mod:`refusion.runtime.metrics`) of the luma of both.
 
 Run::
 
@@ -174,7 +174,7 @@ def _by_interpolation(fuser: Fuser, variants: list[Variant], a: np.ndarray, b: n
 def _row(name: str, low: LowResFusion | None, t: dict[str, list[float]], outputs: dict[str, np.ndarray],
          frame_hw: tuple[int, ...], by_interp: dict[str, Any]) -> dict[str, Any]:
     """One variant's report row: times (ms), fidelity against the full-resolution output, SF / AG of the luma."""
-    from refusion.benchmarks.metrics import average_gradient, spatial_frequency
+    from refusion.runtime.metrics import average_gradient, spatial_frequency
 
     full = outputs["full"]
     y = _luma(outputs[name])
@@ -220,7 +220,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"- {cfg['repeats']} timed repetitions per variant after {cfg['warmup']} warm-up, interleaved "
         "(order rotated each repetition); time = whole frame (downscale + colour graph + upsampling/colour work)",
         "- fidelity against the full-resolution output of the same run: PSNR over B, G, R and over the luma "
-        "(uint8), max abs difference (levels); SF / AG (refusion.benchmarks.metrics) of the luma",
+        "(uint8), max abs difference (levels); SF / AG (refusion.runtime.metrics) of the luma",
         "",
         "| variant (HxW) | rfrun option | median ms | min ms | max ms | speed-up | prepare ms | infer ms | post ms "
         "| PSNR BGR dB | PSNR Y dB | max abs diff | SF | AG |",

@@ -1,7 +1,7 @@
 """ReFusion's own published numbers (Bai et al., IJCV 2024, Tables 1-4), as a table row.
 
 Values from METHOD.md section 5. Keys are the canonical metric names of
-refusion.benchmarks.metrics. Use :func:`paper_row` to get a row for a quality
+refusion.runtime.metrics. Use :func:`paper_row` to get a row for a quality
 report, or ``python -m refusion.benchmarks.paper_numbers REPORT.json DATASET`` to
 add the row to a report written by ``rfbench quality`` (JSON and markdown rewritten).
 """

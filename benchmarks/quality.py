@@ -31,7 +31,7 @@ from refusion.runtime._deps import require
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
 from refusion.runtime.imageio import pair_folders, read_image, write_image
 
-from . import metrics as M
+from refusion.runtime import metrics as M
 from .baselines import check_pair, compose_colour, get_baseline, to_uint8, ycrcb01
 from .paper_numbers import add_paper_row
 from .quality_report import check_outputs, report_paths, report_to_markdown, write_report  # noqa: F401 (re-exported)

@@ -9,7 +9,7 @@ from refusion.runtime.clitools import friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
 
 from .baselines import BASELINES
-from .metrics import METRICS, canonical_metric
+from refusion.runtime.metrics import METRICS, canonical_metric
 from .paper_numbers import PAPER_NUMBERS, canonical_dataset, guess_dataset
 from .quality import TASKS, QualityConfig, evaluate
 from .quality_report import check_outputs, report_to_markdown, write_report

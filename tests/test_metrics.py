@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refusion.benchmarks import metrics as M
+from refusion.runtime import metrics as M
 from refusion.runtime.errors import RefusionError, SizeError
 
 

@@ -131,7 +131,7 @@ def test_run_dir_checkpoints_and_protection(tmp_path):
     assert (out / "panels" / "epoch_001.png").is_file() and (out / "log.csv").is_file()
     ck = load_checkpoint(res.last)
     assert ck["task"] == "ivif" and {"fusion", "loss_proposal", "reconstruction", "train_config"} <= set(ck)
-    assert set(ck["validation"]) >= {"en", "sd", "sf", "ag", "w_a", "v_a"}
+    assert set(ck["validation"]) >= {"en", "sd", "sf", "ag", "scd", "ssim", "qabf", "w_a", "v_a"}
     model = load_fusion_model(res.last)
     assert model.task == "ivif" and model.net.config.dim == 8
     with pytest.raises(RunDirError, match="--resume"):
@@ -293,3 +293,65 @@ def test_cli_multifocus_from_synthetic_pairs(tmp_path):
     assert res.exit_code == 0, res.output
     assert load_checkpoint(tmp_path / "run" / "last.pt")["task"] == "mfif"
     assert (tmp_path / "run" / "panels" / "epoch_001.png").is_file()
+
+
+# ----- validation on held-out training pairs, snapshots by training time -----
+def test_validation_pairs_can_be_held_out_of_the_training_set(tmp_path):
+    from refusion.train.data import split_holdout
+
+    root = make_dataset(tmp_path / "d", n_train=7)
+    data = load_training_data(tiny_config(root, val_from_train=2, val_pairs=2))
+    assert len(data.train) == 5 and len(data.val) == 2
+    assert not set(data.train.names) & set(data.val.names)  # never trained on
+    assert set(data.train.names) | set(data.val.names) == {str(i) for i in range(7)}
+    kept, held = split_holdout(list(range(10)), 3)
+    assert held == [2, 4, 7] and len(kept) == 7  # evenly spaced, deterministic
+    with pytest.raises(DataError, match="cannot hold out"):
+        split_holdout(list(range(3)), 3)
+    # explicit validation folders win over the hold-out
+    both = load_training_data(tiny_config(root, val_from_train=2, val_pairs=2,
+                                          val_a_dir=str(root / "test/ir"), val_b_dir=str(root / "test/vis")))
+    assert len(both.train) == 7
+
+
+def test_validation_metrics_equal_rfbench_quality_on_the_same_fused_image():
+    """The training log scores a validation pair exactly as rfbench quality scores its output."""
+    from refusion.benchmarks.quality import minmax, source_grey
+    from refusion.runtime.metrics import compute_metrics
+    from refusion.train.fuse import to_uint8
+    from refusion.train.trainer import validation_metrics
+
+    rng = np.random.default_rng(5)
+    grey_a = (rng.random((40, 48)) * 255).astype(np.uint8)
+    grey_b = cv2.GaussianBlur(255 - grey_a, (0, 0), 2)
+    raw = rng.random((40, 48)).astype(np.float32) * 0.6 + 0.2
+    bgr_a, bgr_b = cv2.merge([grey_a] * 3), cv2.merge([grey_b] * 3)
+    want = compute_metrics(source_grey(bgr_a), source_grey(bgr_b), to_uint8(minmax(raw) * 255.0),
+                           ("EN", "SD", "SF", "AG", "SCD", "SSIM", "QABF"))
+    got = validation_metrics(grey_a.astype(np.float32) / 255, grey_b.astype(np.float32) / 255, raw)
+    assert got == pytest.approx({k.lower(): v for k, v in want.items()}, rel=1e-12)
+
+
+def test_snapshots_after_minutes_of_training_time_and_resume_keeps_the_clock(tmp_path, monkeypatch):
+    import refusion.train.trainer as trainer_mod
+
+    clock = {"t": 0.0}
+
+    def fake_clock():
+        clock["t"] += 60.0  # every reading of the clock is one more minute
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", fake_clock)
+    root = make_dataset(tmp_path / "d")
+    cfg = tiny_config(root, epochs=1, snapshot_minutes=(3, 1000), max_steps=4)
+    res = Trainer(cfg, tmp_path / "run").run()
+    assert (tmp_path / "run" / "minutes_003.pt").is_file()
+    assert not (tmp_path / "run" / "minutes_1000.pt").exists()
+    snap = load_checkpoint(tmp_path / "run" / "minutes_003.pt")
+    assert 3.0 <= snap["position"]["train_seconds"] / 60 < 4.0
+    spent = load_checkpoint(res.last)["position"]["train_seconds"]
+    assert spent >= 4 * 60.0  # four steps, at least a minute each
+    resumed = Trainer(cfg.replace(max_steps=5), tmp_path / "run", resume=True)
+    assert resumed.train_seconds == spent
+    resumed.run()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["position"]["train_seconds"] > spent

@@ -272,3 +272,43 @@ def test_functional_call_matches_module():
     f, _, _ = tiny_nets()
     x, _ = batch(5)
     torch.testing.assert_close(functional_call(f, params_of(f), (x,)), f(x))
+
+
+@pytest.mark.parametrize("route", ["jvp", "double_backward"])
+@pytest.mark.parametrize("leak", [False, True])
+def test_grad_stats_measure_the_meta_and_leak_terms_apart(route, leak):
+    """With grad_stats, P's gradient is unchanged, and the norms and cosine are those of the
+    oracle's meta term and of dL_f/dth_P (oracle with the leak minus oracle without)."""
+    f, p, r = tiny_nets(dtype=torch.float64)
+    train, test = batch(1, dtype=torch.float64), batch(2, dtype=torch.float64)
+    lr = 0.1
+    got = meta_gradient(f, p, r, train, test, lr,
+                        MetaConfig(meta_grad=route, leak_fusion_grad=leak, grad_stats=True))
+    meta = torch.cat([g.flatten() for g in _oracle_meta_grad(f, p, r, train, test, lr, False)])
+    both = torch.cat([g.flatten() for g in _oracle_meta_grad(f, p, r, train, test, lr, True)])
+    leak_term = both - meta
+    want = both if leak else meta
+    torch.testing.assert_close(torch.cat([g.flatten() for g in got.proposal_grads]), want, rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(got.stats["meta_norm"], meta.norm(), rtol=1e-9, atol=0)
+    torch.testing.assert_close(got.stats["leak_norm"], leak_term.norm(), rtol=1e-9, atol=0)
+    cos = (meta @ leak_term) / (meta.norm() * leak_term.norm())
+    torch.testing.assert_close(got.stats["cosine"], cos, rtol=1e-7, atol=1e-9)
+    assert float(leak_term.norm()) > 10 * float(meta.norm())  # the leak is the big term, as METHOD.md 7 says
+
+
+def test_the_leak_enters_once_per_p_update_as_released():
+    """outer_accum outer steps build one P update; the released schedule leaks dL_f/dth_P into
+    the first of them only (P's gradient is zeroed once per update, not after every inner backward)."""
+    f, p, r = tiny_nets(dtype=torch.float64)
+    b1, b2, b3, b4 = (batch(i, dtype=torch.float64) for i in (1, 2, 3, 4))
+    lr = 0.1
+    learner = MetaLearner(f, p, r, MetaConfig(lr=lr, p_lr=1e-2, outer_accum=3, leak_fusion_grad=True))
+    learner.meta_step(*b1, *b2)
+    learner.meta_step(*b3, *b4)  # two of three outer steps: accumulated, P not updated yet
+    want = [g1 + g2 for g1, g2 in zip(_oracle_meta_grad(f, p, r, b1, b2, lr, True),
+                                       _oracle_meta_grad(f, p, r, b3, b4, lr, False))]
+    twice = [g1 + g2 for g1, g2 in zip(_oracle_meta_grad(f, p, r, b1, b2, lr, True),
+                                        _oracle_meta_grad(f, p, r, b3, b4, lr, True))]
+    for g, w, t in zip(learner.accum, want, twice):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-15)
+    assert any(not torch.allclose(w, t) for w, t in zip(want, twice))

@@ -12,7 +12,7 @@ import click
 
 from refusion.runtime.clitools import friendly_errors, setup_logging
 
-from .config import PRESETS, RUNS_DIR, TASK_ROLES, TASKS
+from .config import PRESETS, RUNS_DIR, TASK_ROLES, TASKS, VAL_METRICS
 
 SYNTH_HELP = (
     "Folder of sharp images: build synthetic near/far pairs (multi-focus has no training pairs). "
@@ -20,6 +20,23 @@ SYNTH_HELP = (
     "is 'near', edges softened with sigma 2 px); Gaussian defocus with sigma in [1.5, 4] px; "
     "near = sharp inside the mask, blurred outside; far = the complement."
 )
+
+
+class MinutesList(click.ParamType):
+    """'10,20,40,60' -> (10, 20, 40, 60): positive whole minutes, sorted."""
+
+    name = "MINUTES"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            minutes = tuple(sorted({int(m) for m in str(value).split(",") if m.strip()}))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of whole minutes", param, ctx)
+        if not minutes or minutes[0] <= 0:
+            self.fail(f"{value!r}: give positive whole minutes, e.g. 10,20,40,60", param, ctx)
+        return minutes
 
 
 def _opt(*names: str, **kw: Any):
@@ -39,6 +56,8 @@ def _opt(*names: str, **kw: Any):
 @_opt("--train-split", help="Split folder used for training [train].")
 @_opt("--val-split", help="Split folder used for validation [test].")
 @_opt("--val-pairs", type=int, help="Held-out pairs scored every epoch (0: none).")
+@_opt("--val-from-train", type=int, help="Hold out this many training pairs (evenly spaced by name, not trained "
+      "on) as the validation set, instead of the --val-split folder (0: off).")
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False),
               help=f"Run directory [default: {RUNS_DIR}/TASK, numbered {RUNS_DIR}/TASK2, ... when it exists; "
                    "with --resume the newest one]. Checked for writability before anything starts.")
@@ -65,7 +84,10 @@ def _opt(*names: str, **kw: Any):
 @_opt("--alpha1", type=float, help="Weight of L_f's gradient term.")
 @_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
 @click.option("--alpha1-ramp", is_flag=True, default=None, help="Quirk of the released schedule: alpha1 = epoch/L.")
-@click.option("--leak-fusion-grad", is_flag=True, default=None, help="Quirk: dL_f/dP leaks into P's gradient.")
+@click.option("--leak-fusion-grad", is_flag=True, default=None,
+              help="Quirk of the released code: dL_f/dP leaks into P's gradient once per P update.")
+@click.option("--p-grad-stats", is_flag=True, default=None,
+              help="Log the norms of P's meta term and of dL_f/dP, and their cosine, at every outer step (~10%% slower).")
 @_opt("--meta-grad", type=click.Choice(["jvp", "double_backward", "none"]),
       help="P's meta-gradient: jvp (exact, default), double_backward (exact, slower), none (ablation: P gets none).")
 @_opt("--log-every", type=int, help="On a GPU, read losses from the device and log them every this many steps "
@@ -76,7 +98,9 @@ def _opt(*names: str, **kw: Any):
 @_opt("--device", help="auto | cpu | cuda | cuda:N.")
 @_opt("--ckpt-every", type=int, help="Also write last.pt every this many steps (0: epoch ends only).")
 @click.option("--save-every-epoch", is_flag=True, default=None, help="Keep epoch_NNN.pt checkpoints.")
-@_opt("--best-metric", type=click.Choice(["en", "sd", "sf", "ag"]), help="Validation metric deciding best.pt.")
+@_opt("--best-metric", type=click.Choice(list(VAL_METRICS)), help="Validation metric deciding best.pt [qabf].")
+@_opt("--snapshot-minutes", type=MinutesList(), help="Also keep minutes_NNN.pt after these minutes of training "
+      "time, e.g. 10,20,40,60 (for learning curves).")
 @_opt("--max-steps", type=int, help="Stop after this many steps in all (0: no limit).")
 @click.option("--no-panels", is_flag=True, default=None, help="Do not write per-epoch PNG panels.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,

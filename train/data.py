@@ -178,8 +178,15 @@ def load_training_data(config) -> TrainData:
                     f"no {config.train_split!r} split in {root} (found: {', '.join(splits) or 'nothing'}); "
                     f"expected {root}/{config.train_split}/{ra} and .../{rb}"
                 )
-        train = load_pairs(find_pairs(a_dir, b_dir))
-    if config.val_pairs:
+        found = find_pairs(a_dir, b_dir)
+        if config.val_from_train and not (config.val_a_dir and config.val_b_dir):
+            kept, held = split_holdout(found, config.val_from_train)
+            if config.val_pairs:
+                val = load_pairs(held, config.val_max_side)
+                note = f"{len(val)} training pairs held out of {a_dir.parent} (not trained on)"
+            found = kept
+        train = load_pairs(found)
+    if config.val_pairs and val is None:
         vdirs = None
         if config.val_a_dir and config.val_b_dir:
             vdirs = (Path(config.val_a_dir), Path(config.val_b_dir))
@@ -199,6 +206,15 @@ def load_training_data(config) -> TrainData:
                           [_cap(x, config.val_max_side) for x in val.b])
             note = f"{k} training pairs (no held-out folder found)"
     return TrainData(train, val or PairSet([], [], []), note)
+
+
+def split_holdout(found: list, k: int) -> tuple[list, list]:
+    """(kept, held): ``k`` pairs evenly spaced over the name-sorted list are held out; at least one stays."""
+    if k >= len(found):
+        raise DataError(f"cannot hold out {k} validation pairs from {len(found)} training pairs; "
+                        "lower --val-from-train")
+    idx = set(np.linspace(0, len(found) - 1, k + 2)[1:-1].round().astype(int).tolist())
+    return [p for i, p in enumerate(found) if i not in idx], [p for i, p in enumerate(found) if i in idx]
 
 
 def _cap(img: np.ndarray, max_side: int) -> np.ndarray:

@@ -28,8 +28,11 @@ where J_F u is the directional derivative of F's output along u (one forward-mod
   enabled); an ablation, not first-order MAML (P is not adapted by the inner step, so
   its first-order meta-gradient would be zero anyway).
 
-``leak_fusion_grad`` adds dL_f/dth_P (first order, f fixed) to every outer gradient:
-the released schedule did not zero P's gradient after the inner L_f backward.
+``leak_fusion_grad`` adds dL_f/dth_P (first order, f fixed) to the first outer gradient of
+each P update (:class:`MetaLearner` turns it on for that step only): the released schedule
+did not zero P's gradient after the inner L_f backward, so the leak reaches every other
+outer step, i.e. once per update at the default ``outer_accum`` of 2. ``grad_stats``
+measures both terms separately (their norms and cosine) whether or not the leak is added.
 
 No step synchronises host and device: losses are returned as 0-d tensors (the trainer
 reads them at its logging interval) and P's max-normalised step is computed on the device.
@@ -63,6 +66,7 @@ class MetaConfig:
     alpha2: float = 1.0  # weight of L_r's gradient term
     meta_grad: str = "jvp"  # how P's meta-gradient is computed: see the module docstring
     leak_fusion_grad: bool = False  # quirk of the released schedule (see the module docstring)
+    grad_stats: bool = False  # also return the norms of the meta and leak terms and their cosine
 
     def __post_init__(self) -> None:
         if self.meta_grad not in META_GRADS:
@@ -135,6 +139,7 @@ class MetaGradient:
     loss_f: Tensor  # inner L_f on the meta-train batch (0-d, detached)
     loss_r: Tensor  # inner L_r on the meta-train batch
     meta_loss: Tensor  # outer L_r of the look-ahead networks on the meta-test batch
+    stats: dict[str, Tensor] | None = None  # grad_stats: meta_norm, leak_norm, cosine (0-d tensors)
 
 
 def meta_gradient(
@@ -160,9 +165,31 @@ def _meta_gradient_double_backward(fusion, proposal, recon, train, test, lr, con
     p_params = list(proposal.parameters())
     inner = inner_update(fusion, proposal, recon, *train, lr, config.alpha1, config.alpha2, True)
     meta_loss = outer_loss(fusion, recon, inner, *test, config.alpha2)
-    objective = meta_loss + inner.loss_f if config.leak_fusion_grad else meta_loss
-    grads = _zeros_for_none(torch.autograd.grad(objective, p_params, allow_unused=True), p_params)
-    return MetaGradient(grads, inner.loss_f.detach(), inner.loss_r, meta_loss.detach())
+    grads, stats = _proposal_grads(meta_loss, inner.loss_f, p_params, config)
+    return MetaGradient(grads, inner.loss_f.detach(), inner.loss_r, meta_loss.detach(), stats)
+
+
+def _proposal_grads(meta_term: Tensor | None, loss_f: Tensor, p_params: list[Tensor],
+                    config: MetaConfig) -> tuple[list[Tensor], dict[str, Tensor] | None]:
+    """P's gradient: d(meta_term)/dth_P, plus dL_f/dth_P when the leak is on; with
+    ``grad_stats`` the two terms are taken apart and measured (norms, cosine)."""
+    def grad(obj: Tensor | None, retain: bool = False) -> list[Tensor]:
+        if obj is None:
+            return [torch.zeros_like(p) for p in p_params]
+        return _zeros_for_none(torch.autograd.grad(obj, p_params, allow_unused=True, retain_graph=retain), p_params)
+
+    if not config.grad_stats:
+        objective = meta_term
+        if config.leak_fusion_grad:
+            objective = loss_f if objective is None else objective + loss_f
+        return grad(objective), None
+    meta = grad(meta_term, retain=True)
+    leak = grad(loss_f)
+    m, k = torch.cat([g.flatten() for g in meta]), torch.cat([g.flatten() for g in leak])
+    mn, kn = m.norm(), k.norm()
+    stats = {"meta_norm": mn, "leak_norm": kn, "cosine": (m @ k) / (mn * kn).clamp_min(1e-30)}
+    grads = [a + b for a, b in zip(meta, leak)] if config.leak_fusion_grad else meta
+    return grads, stats
 
 
 def _meta_gradient_jvp(fusion, proposal, recon, train, test, lr, config) -> MetaGradient:
@@ -182,19 +209,15 @@ def _meta_gradient_jvp(fusion, proposal, recon, train, test, lr, config) -> Meta
     with torch.set_grad_enabled(config.meta_grad == "jvp"):
         fused_test = functional_call(fusion, look_f, (x_test,))
         meta_loss = reconstruction_loss(functional_call(recon, look_r, (fused_test,)), target_test, config.alpha2)
-    objective = loss_f if config.leak_fusion_grad else None
+    meta_term = None
     if config.meta_grad == "jvp":
         u = torch.autograd.grad(meta_loss, list(look_f.values()))
         primal = {k: p.detach() for k, p in pf.items()}
         tangent = dict(zip(look_f.keys(), u))
         _, ju = jvp(lambda params: functional_call(fusion, params, (x,)), (primal,), (tangent,))
         meta_term = -lr * (dlf_df * ju).sum()
-        objective = meta_term if objective is None else objective + meta_term
-    if objective is None:
-        grads = [torch.zeros_like(p) for p in p_params]
-    else:
-        grads = _zeros_for_none(torch.autograd.grad(objective, p_params, allow_unused=True), p_params)
-    return MetaGradient(grads, loss_f.detach(), loss_r, meta_loss.detach())
+    grads, stats = _proposal_grads(meta_term, loss_f, p_params, config)
+    return MetaGradient(grads, loss_f.detach(), loss_r, meta_loss.detach(), stats)
 
 
 class MetaLearner:
@@ -243,10 +266,12 @@ class MetaLearner:
         cfg = self.config
         if self.alpha1 != cfg.alpha1:
             cfg = replace(cfg, alpha1=self.alpha1)
+        if cfg.leak_fusion_grad and self.accum_count > 0:
+            cfg = replace(cfg, leak_fusion_grad=False)  # the released schedule leaks once per P update
         mg = meta_gradient(self.fusion, self.proposal, self.recon, (train_x, train_t), (test_x, test_t),
                            self.inner_lr, cfg)
         self._accumulate(mg.proposal_grads)
-        info = {"meta_loss_f": mg.loss_f, "meta_loss_r": mg.loss_r, "meta_loss": mg.meta_loss}
+        info = {"meta_loss_f": mg.loss_f, "meta_loss_r": mg.loss_r, "meta_loss": mg.meta_loss, **(mg.stats or {})}
         if self.accum_count >= cfg.outer_accum:
             info["p_update"] = self.update_proposal()
         return info

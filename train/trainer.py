@@ -4,6 +4,7 @@ Run directory ``out/``:
   last.pt          newest checkpoint (atomic; every ``ckpt_every`` steps and at every epoch end)
   best.pt          checkpoint of the epoch with the best validation ``best_metric``
   epoch_NNN.pt     with ``save_every_epoch``
+  minutes_NNN.pt   with ``snapshot_minutes``: the state after NNN minutes of training time
   log.jsonl, log.csv   one row per step, one per validation
   panels/epoch_NNN.png  sources, fused, w_a and v_a of a fixed validation pair
   tb/              TensorBoard events when tensorboard is installed
@@ -32,7 +33,7 @@ import torch
 from refusion.runtime.errors import CheckpointError, RefusionError
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import VAL_METRICS, TrainConfig
 from .data import BatchSampler, PairSet, load_training_data
 from .meta import MetaConfig, MetaLearner
 from .networks import FusionConfig, FusionNet, LossProposalNet, ReconstructionNet
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 PHASES = ("meta", "fusion", "end")
 LOG_FIELDS = [
     "global_step", "epoch", "phase", "step", "lr", "loss_f", "loss_int", "loss_grad", "loss_r",
-    "meta_loss_f", "meta_loss_r", "meta_loss", "p_update", "val_en", "val_sd", "val_sf", "val_ag",
-    "val_w_a", "val_v_a", "seconds",
+    "meta_loss_f", "meta_loss_r", "meta_loss", "p_update", "meta_norm", "leak_norm", "cosine",
+    *(f"val_{m}" for m in VAL_METRICS), "val_w_a", "val_v_a", "seconds", "train_minutes",
 ]
 
 
@@ -103,7 +104,7 @@ def meta_config(config: TrainConfig) -> MetaConfig:
     return MetaConfig(
         lr=config.lr, p_lr=config.p_lr or None, p_optimizer=config.p_optimizer, outer_accum=config.outer_accum,
         inner_lr=config.inner_lr or None, alpha1=config.alpha1, alpha2=config.alpha2,
-        meta_grad=config.meta_grad, leak_fusion_grad=config.leak_fusion_grad,
+        meta_grad=config.meta_grad, leak_fusion_grad=config.leak_fusion_grad, grad_stats=config.p_grad_stats,
     )
 
 
@@ -131,18 +132,17 @@ def _all_reduce_mean(world: int) -> Callable[[list[torch.Tensor]], None]:
     return reduce
 
 
-def simple_metrics(fused: np.ndarray) -> dict[str, float]:
-    """EN, SD, SF, AG of a fused grey image given as float in [0, 1] (scored on the 0-255 scale)."""
-    f = np.clip(fused * 255.0, 0, 255).astype(np.float64)
-    hist = np.bincount(np.clip(np.round(f), 0, 255).astype(np.int64).ravel(), minlength=256) / f.size
-    nz = hist[hist > 0]
-    en = float(-(nz * np.log2(nz)).sum())
-    sd = float(f.std())
-    rf = np.sqrt(np.mean(np.diff(f, axis=1) ** 2))
-    cf = np.sqrt(np.mean(np.diff(f, axis=0) ** 2))
-    dx, dy = np.diff(f, axis=1)[:-1, :], np.diff(f, axis=0)[:, :-1]
-    ag = float(np.mean(np.sqrt((dx ** 2 + dy ** 2) / 2)))
-    return {"en": en, "sd": sd, "sf": float(np.sqrt(rf ** 2 + cf ** 2)), "ag": ag}
+def validation_metrics(a: np.ndarray, b: np.ndarray, raw: np.ndarray) -> dict[str, float]:
+    """The 7 metrics of rfbench quality (same module, same conventions) of one validation pair:
+    sources as Y in [0, 1], F's raw output min-max normalised and rounded to 8 bits as rfrun writes it."""
+    from refusion.runtime.metrics import compute_metrics
+
+    from .fuse import normalise_output, to_uint8
+
+    f = to_uint8(normalise_output(raw) * 255.0)
+    a8, b8 = to_uint8(a * 255.0), to_uint8(b * 255.0)
+    names = tuple(m.upper() for m in VAL_METRICS)
+    return {k.lower(): v for k, v in compute_metrics(a8, b8, f, names).items()}
 
 
 class Trainer:
@@ -181,6 +181,8 @@ class Trainer:
         self.best_path: Path | None = None
         self.history: list[dict[str, Any]] = []
         self._last_val: dict[str, float] = {}
+        self.train_seconds = 0.0  # training time of the run so far (resume continues it)
+        self._clock = time.perf_counter()
         self._tb = None
         if resume:
             self._resume()
@@ -217,7 +219,8 @@ class Trainer:
             "loss_proposal": {k: v.detach().cpu() for k, v in self.proposal.state_dict().items()},
             "reconstruction": {k: v.detach().cpu() for k, v in self.recon.state_dict().items()},
             "learner": self.learner.state_dict(),
-            "position": {"epoch": self.epoch, "phase": self.phase, "step": self.step, "global_step": self.global_step},
+            "position": {"epoch": self.epoch, "phase": self.phase, "step": self.step, "global_step": self.global_step,
+                         "train_seconds": self.train_seconds},
             "best_value": self.best_value,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -260,6 +263,7 @@ class Trainer:
             self.hooks.message(f"warning: resuming with options that differ from the checkpoint: {', '.join(differ)}")
         self.epoch, self.phase, self.step = int(pos["epoch"]), str(pos["phase"]), int(pos["step"])
         self.global_step = int(pos["global_step"])
+        self.train_seconds = float(pos.get("train_seconds", 0.0))
         self.best_value = ck.get("best_value")
         self._last_val = ck.get("validation") or {}
         rng = ck.get("rng", {})
@@ -341,10 +345,21 @@ class Trainer:
                               "step": self.step + 1, "lr": self.learner.lr_e, **info})
         self.step += 1
         self.global_step += 1
-        if len(self._pending) >= self.log_every:
+        before = self.train_seconds / 60.0
+        self._tick()
+        marks = [m for m in self.config.snapshot_minutes if before < m <= self.train_seconds / 60.0]
+        if len(self._pending) >= self.log_every or marks:
             self._flush()
-        if self.config.ckpt_every and self.global_step % self.config.ckpt_every == 0:
+        if marks:
+            self.save(tuple(f"minutes_{m:03d}.pt" for m in marks))
+        elif self.config.ckpt_every and self.global_step % self.config.ckpt_every == 0:
             self.save()
+
+    def _tick(self) -> None:
+        """Add the wall time since the last tick to the run's training time."""
+        now = time.perf_counter()
+        self.train_seconds += now - self._clock
+        self._clock = now
 
     def _flush(self) -> None:
         """Read the queued losses (one host sync), check them, log them. ``seconds`` is the
@@ -362,6 +377,7 @@ class Trainer:
         self._pending_t0 = now
         for row in rows:
             row["seconds"] = per_step
+            row["train_minutes"] = round(self.train_seconds / 60.0, 3)
             self._check_finite(row, row["step"])
             self._log(row)
 
@@ -375,6 +391,7 @@ class Trainer:
             total = min(total, c.max_steps)
         self._open_tensorboard()
         self.hooks.start(total, min(done, total))
+        self._clock = time.perf_counter()  # time spent loading data or waiting is not training time
         try:
             while self.epoch < c.epochs and not self._limit_reached():
                 self._run_epoch()
@@ -430,7 +447,7 @@ class Trainer:
     # ----- validation -----
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Fuse the held-out pairs; mean EN/SD/SF/AG and mean w_a, v_a; write the panel."""
+        """Fuse the held-out pairs; the mean of the 7 quality metrics and of w_a, v_a; write the panel."""
         pairs: PairSet = self.data.val
         if not len(pairs):
             return {}
@@ -440,7 +457,7 @@ class Trainer:
             x = self._tensor(np.stack([pairs.a[i], pairs.b[i]])[None])
             fused = self.fusion(x)[0, 0].float().cpu().numpy()
             w, v = self.proposal(x)
-            m = simple_metrics(fused)
+            m = validation_metrics(pairs.a[i], pairs.b[i], fused)
             m["w_a"], m["v_a"] = float(w[0, 0].mean()), float(v[0, 0].mean())
             for k, val in m.items():
                 sums[k] = sums.get(k, 0.0) + val
