@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "latency": "refusion.benchmarks.latency_cli:latency",
     "train": "refusion.benchmarks.train_cli:train_speed",
     "profile": "refusion.benchmarks.kernel_profile_cli:profile",
+    "curve": "refusion.benchmarks.curve_cli:curve",
 }
 
 
