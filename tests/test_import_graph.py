@@ -27,8 +27,6 @@ LAYER = {name: i for i, name in enumerate(PACKAGES.values())}
 
 #: Circles known and tolerated for now, as sets of modules.
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"refusion.train.data", "refusion.train.synth"}):
-        "train/: being refactored in issue 14's trainer split",
 }
 
 #: Lazy imports that reach up a layer: (importer, imported) -> why.

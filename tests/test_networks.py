@@ -11,7 +11,6 @@ from refusion.train.networks import (
     FusionNet,
     LossProposalNet,
     ReconstructionNet,
-    TwoInputFusion,
     count_parameters,
     sobel_magnitude,
 )
@@ -45,8 +44,6 @@ def test_shapes_and_ranges(hw):
     torch.testing.assert_close(v.sum(1), torch.ones(2, *hw))
     r = ReconstructionNet()(y)
     assert r.shape == (2, 2, *hw)
-    net = FusionNet()
-    torch.testing.assert_close(TwoInputFusion(net)(x[:, :1], x[:, 1:]), net(x))
 
 
 def test_sobel_magnitude_known_values():

@@ -16,9 +16,12 @@ from refusion.runtime.errors import DataError, SizeError
 from refusion.train.checkpoint import load_checkpoint, load_fusion_model
 from refusion.train.cli import main as rftrain
 from refusion.train.config import TrainConfig, preset_config
-from refusion.train.data import BatchSampler, find_pairs, fit_to_crop, load_training_data
+from refusion.runtime.imageio import pair_folders as find_pairs
+from refusion.train.data import BatchSampler, fit_to_crop
+from refusion.train.dataset import load_training_data
 from refusion.train.synth import synthesize_pairs
-from refusion.train.trainer import RunDirError, Trainer, TrainingDiverged, build_networks, train
+from refusion.train.rundir import RunDirError
+from refusion.train.trainer import Trainer, TrainingDiverged, build_networks, train
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -175,7 +178,7 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
 
 # ----- CLI -----
 def test_cli_trains_and_reports_bad_input(tmp_path):
-    root = make_dataset(tmp_path / "d")
+    root = make_dataset(tmp_path / "d", n_train=6)  # the quick preset holds 4 training pairs out for validation
     runner = CliRunner()
     args = ["ivif", "--data", str(root), "--preset", "quick", "--epochs", "1", "--meta-steps", "1",
             "--fusion-steps", "1", "--crop", "16", "--meta-crop", "16", "--fusion-dim", "8", "--aux-dim", "8",
@@ -208,7 +211,7 @@ def test_cli_help_lists_the_presets_and_synth_recipe():
 def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     import torch.distributed as tdist
 
-    from refusion.train.trainer import DistInfo
+    from refusion.train.distributed import DistInfo
 
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -297,7 +300,7 @@ def test_cli_multifocus_from_synthetic_pairs(tmp_path):
 
 # ----- validation on held-out training pairs, snapshots by training time -----
 def test_validation_pairs_can_be_held_out_of_the_training_set(tmp_path):
-    from refusion.train.data import split_holdout
+    from refusion.train.dataset import split_holdout
 
     root = make_dataset(tmp_path / "d", n_train=7)
     data = load_training_data(tiny_config(root, val_from_train=2, val_pairs=2))
@@ -319,7 +322,7 @@ def test_validation_metrics_equal_rfbench_quality_on_the_same_fused_image():
     from refusion.benchmarks.quality import minmax, source_grey
     from refusion.runtime.metrics import compute_metrics
     from refusion.train.fuse import to_uint8
-    from refusion.train.trainer import validation_metrics
+    from refusion.train.validation import validation_metrics
 
     rng = np.random.default_rng(5)
     grey_a = (rng.random((40, 48)) * 255).astype(np.uint8)

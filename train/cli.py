@@ -87,7 +87,8 @@ def _opt(*names: str, **kw: Any):
 @click.option("--leak-fusion-grad", is_flag=True, default=None,
               help="Quirk of the released code: dL_f/dP leaks into P's gradient once per P update.")
 @click.option("--p-grad-stats", is_flag=True, default=None,
-              help="Log the norms of P's meta term and of dL_f/dP, and their cosine, at every outer step (~10%% slower).")
+              help="Log the norms of P's meta term and of dL_f/dP, and their cosine, at every outer step "
+                   "(a meta step costs about a tenth more).")
 @_opt("--meta-grad", type=click.Choice(["jvp", "double_backward", "none"]),
       help="P's meta-gradient: jvp (exact, default), double_backward (exact, slower), none (ablation: P gets none).")
 @_opt("--log-every", type=int, help="On a GPU, read losses from the device and log them every this many steps "
@@ -132,6 +133,7 @@ def main(task: str, out: str | None, preset: str, resume: bool, overwrite: bool,
     import torch
 
     torch.set_num_threads(threads or training_threads())
+    from .distributed import init_distributed
     from .trainer import train
 
     flags = {"no_swap": ("swap_augment", False), "no_panels": ("panels", False)}
@@ -156,7 +158,7 @@ def main(task: str, out: str | None, preset: str, resume: bool, overwrite: bool,
         config = TrainConfig.from_dict({**stored, **overrides}) if stored else preset_config(preset, **overrides)
     else:
         config = preset_config(preset, **overrides)
-    dist = _init_distributed(config.device)
+    dist = init_distributed(config.device)
     hooks = TqdmHooks(enabled=dist.main)
     try:
         result = train(config, out, resume=resume, overwrite=overwrite, hooks=hooks, dist=dist)
@@ -187,22 +189,6 @@ def training_threads() -> int:
 
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(1, physical_cores() // local)
-
-
-def _init_distributed(device: str):
-    from .trainer import DistInfo
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch
-    import torch.distributed as tdist
-
-    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(tdist.get_rank(), tdist.get_world_size())
 
 
 class TqdmHooks:

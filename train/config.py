@@ -13,17 +13,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from refusion.runtime.errors import RefusionError
+from refusion.runtime.tasks import TASK_SOURCES, TASKS
 
-TASKS = ("ivif", "mif", "mfif", "meif")
-
-#: Folder names (roles) of source a and source b per task, as in ../shared/data.
-TASK_ROLES: dict[str, tuple[str, str]] = {
-    "ivif": ("ir", "vis"),
-    "mif": ("a", "b"),
-    "mfif": ("near", "far"),
-    "meif": ("under", "over"),
-}
-
+#: The task table lives in one place (runtime/tasks.py): the tasks and their source roles, source a first.
+TASK_ROLES = TASK_SOURCES
 
 #: Where to get public training data per task (used in the "no training data" message).
 #: No sample set ships with refusion: the datasets below carry no licence that allows redistributing them.
@@ -219,11 +212,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=1e-3, lr_step=2, lr_gamma=0.5, p_lr=1e-3, p_optimizer="maxnorm", outer_accum=2,
         ckpt_every=25, val_pairs=4, val_from_train=4, snapshot_minutes=(10, 20, 40, 60),
     ),
-    # The quick recipe, longer: 9 epochs of 30 meta + 150 fusion steps, lr halved every 3 epochs.
+    # The quick recipe, longer: 6 epochs of 30 meta + 150 fusion steps, lr halved after 3 epochs.
     "long": dict(
-        epochs=9, meta_steps=30, fusion_steps=150, crop=96, meta_crop=96, pairs_per_batch=2,
+        epochs=6, meta_steps=30, fusion_steps=150, crop=96, meta_crop=96, pairs_per_batch=2,
         lr=1e-3, lr_step=3, lr_gamma=0.5, p_lr=1e-3, p_optimizer="maxnorm", outer_accum=2,
-        ckpt_every=25, val_pairs=4, val_from_train=4, snapshot_minutes=(10, 20, 40, 60, 90, 120),
+        ckpt_every=25, val_pairs=4, val_from_train=4, snapshot_minutes=(10, 20, 40, 60, 90),
     ),
 }
 

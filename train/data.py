@@ -19,7 +19,7 @@ import numpy as np
 
 from refusion.runtime.colour import luma_bgr
 from refusion.runtime.errors import DataError, SizeError
-from refusion.runtime.imageio import pair_folders, read_image
+from refusion.runtime.imageio import read_image
 
 PHASE_IDS = {"meta": 1, "fusion": 2, "val": 3, "synth": 4}
 
@@ -39,22 +39,6 @@ class PairSet:
         return PairSet([self.names[i] for i in idx], [self.a[i] for i in idx], [self.b[i] for i in idx])
 
 
-def _folder(path: str | Path, what: str) -> Path:
-    p = Path(path)
-    if not p.is_dir():
-        raise DataError(f"{what} folder not found: {p}")
-    return p
-
-
-def find_pairs(a_dir: str | Path, b_dir: str | Path) -> list[tuple[str, Path, Path]]:
-    """(name, path_a, path_b) for every file stem present in both folders, naturally sorted.
-
-    Raises DataError for a missing or empty folder, and for names found in only one
-    folder (listing them).
-    """
-    return pair_folders(a_dir, b_dir)
-
-
 def read_y(path: Path) -> np.ndarray:
     """Y plane float32 (H, W) in [0, 1] of an image file (ImageReadError when unreadable)."""
     return luma_bgr(read_image(path, colour=True))
@@ -71,14 +55,14 @@ def load_pairs(pairs: list[tuple[str, Path, Path]], max_side: int = 0) -> PairSe
                 f"{pb} is {b.shape[1]}x{b.shape[0]}"
             )
         if max_side and max(a.shape) > max_side:
-            a, b = _downscale(a, max_side), _downscale(b, max_side)
+            a, b = downscale(a, max_side), downscale(b, max_side)
         names.append(name)
         a_list.append(a)
         b_list.append(b)
     return PairSet(names, a_list, b_list)
 
 
-def _downscale(img: np.ndarray, max_side: int) -> np.ndarray:
+def downscale(img: np.ndarray, max_side: int) -> np.ndarray:
     import cv2
 
     s = max_side / max(img.shape)
@@ -148,74 +132,3 @@ class BatchSampler:
         if not self.swap:
             return ab, ab
         return np.concatenate([ab, ab[:, ::-1]]), np.concatenate([ab, ab])
-
-
-@dataclass
-class TrainData:
-    train: PairSet
-    val: PairSet
-    val_note: str  # where the validation pairs come from
-
-
-def load_training_data(config) -> TrainData:
-    """Resolve the folders of a TrainConfig and load training and validation pairs."""
-    from .synth import synthesize_pairs
-
-    ra, rb = config.roles
-    val: PairSet | None = None
-    note = ""
-    if config.synthesize_from:
-        train = synthesize_pairs(config.synthesize_from, config.synth_pairs, config.seed, min_side=config.crop)
-    else:
-        if config.a_dir:
-            a_dir, b_dir = Path(config.a_dir), Path(config.b_dir)
-        else:
-            root = _folder(config.data, "dataset root")
-            a_dir, b_dir = root / config.train_split / ra, root / config.train_split / rb
-            if not (root / config.train_split).is_dir():
-                splits = sorted(p.name for p in root.iterdir() if p.is_dir())
-                raise DataError(
-                    f"no {config.train_split!r} split in {root} (found: {', '.join(splits) or 'nothing'}); "
-                    f"expected {root}/{config.train_split}/{ra} and .../{rb}"
-                )
-        found = find_pairs(a_dir, b_dir)
-        if config.val_from_train and not (config.val_a_dir and config.val_b_dir):
-            kept, held = split_holdout(found, config.val_from_train)
-            if config.val_pairs:
-                val = load_pairs(held, config.val_max_side)
-                note = f"{len(val)} training pairs held out of {a_dir.parent} (not trained on)"
-            found = kept
-        train = load_pairs(found)
-    if config.val_pairs and val is None:
-        vdirs = None
-        if config.val_a_dir and config.val_b_dir:
-            vdirs = (Path(config.val_a_dir), Path(config.val_b_dir))
-        elif config.data and (Path(config.data) / config.val_split / ra).is_dir():
-            root = Path(config.data)
-            vdirs = (root / config.val_split / ra, root / config.val_split / rb)
-        if vdirs is not None:
-            found = find_pairs(*vdirs)
-            # Evenly spaced held-out pairs, so a handful covers the whole split.
-            idx = np.linspace(0, len(found) - 1, min(config.val_pairs, len(found))).round().astype(int)
-            val = load_pairs([found[i] for i in sorted(set(idx.tolist()))], config.val_max_side)
-            note = f"{len(val)} pairs from {vdirs[0].parent}"
-        else:
-            k = min(config.val_pairs, len(train))
-            val = train.subset(list(range(k)))
-            val = PairSet(val.names, [_cap(x, config.val_max_side) for x in val.a],
-                          [_cap(x, config.val_max_side) for x in val.b])
-            note = f"{k} training pairs (no held-out folder found)"
-    return TrainData(train, val or PairSet([], [], []), note)
-
-
-def split_holdout(found: list, k: int) -> tuple[list, list]:
-    """(kept, held): ``k`` pairs evenly spaced over the name-sorted list are held out; at least one stays."""
-    if k >= len(found):
-        raise DataError(f"cannot hold out {k} validation pairs from {len(found)} training pairs; "
-                        "lower --val-from-train")
-    idx = set(np.linspace(0, len(found) - 1, k + 2)[1:-1].round().astype(int).tolist())
-    return [p for i, p in enumerate(found) if i not in idx], [p for i, p in enumerate(found) if i in idx]
-
-
-def _cap(img: np.ndarray, max_side: int) -> np.ndarray:
-    return _downscale(img, max_side) if max_side and max(img.shape) > max_side else img

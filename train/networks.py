@@ -193,17 +193,6 @@ class FusionNet(nn.Module):
         return torch.sigmoid(self.head2(y))
 
 
-class TwoInputFusion(nn.Module):
-    """F with separate inputs ``a``, ``b`` of shape (B, 1, H, W): the ONNX core graph."""
-
-    def __init__(self, net: FusionNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return self.net(torch.cat([a, b], dim=1))
-
-
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 

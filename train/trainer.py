@@ -1,13 +1,6 @@
-"""The training loop (Algorithm 1 per epoch), the run directory, resume and logging.
-
-Run directory ``out/``:
-  last.pt          newest checkpoint (atomic; every ``ckpt_every`` steps and at every epoch end)
-  best.pt          checkpoint of the epoch with the best validation ``best_metric``
-  epoch_NNN.pt     with ``save_every_epoch``
-  minutes_NNN.pt   with ``snapshot_minutes``: the state after NNN minutes of training time
-  log.jsonl, log.csv   one row per step, one per validation
-  panels/epoch_NNN.png  sources, fused, w_a and v_a of a fixed validation pair
-  tb/              TensorBoard events when tensorboard is installed
+"""The training loop of Algorithm 1: per epoch, M meta steps, then N fusion & reconstruction steps,
+then validation and checkpoints. The run folder (logs, checkpoint files) is :mod:`.rundir`, the
+validation metrics and panels :mod:`.validation`, devices and data-parallel ranks :mod:`.distributed`.
 
 Resume is exact at any step boundary, mid-epoch included: batches are a pure function
 of (seed, epoch, phase, index, rank) and the checkpoint stores the position, the
@@ -16,40 +9,32 @@ resumed deterministic CPU run therefore gives the same losses as an uninterrupte
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from refusion.runtime.errors import CheckpointError, RefusionError
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import VAL_METRICS, TrainConfig
-from .data import BatchSampler, PairSet, load_training_data
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .data import BatchSampler
+from .dataset import load_training_data
+from .distributed import DistInfo, all_reduce_mean, broadcast_parameters, resolve_device
 from .meta import MetaConfig, MetaLearner
 from .networks import FusionConfig, FusionNet, LossProposalNet, ReconstructionNet
+from .rundir import RunDir
+from .validation import score_pairs, write_panel
 
 log = logging.getLogger(__name__)
 
 PHASES = ("meta", "fusion", "end")
-LOG_FIELDS = [
-    "global_step", "epoch", "phase", "step", "lr", "loss_f", "loss_int", "loss_grad", "loss_r",
-    "meta_loss_f", "meta_loss_r", "meta_loss", "p_update", "meta_norm", "leak_norm", "cosine",
-    *(f"val_{m}" for m in VAL_METRICS), "val_w_a", "val_v_a", "seconds", "train_minutes",
-]
-
-
-class RunDirError(RefusionError):
-    """The run directory would be overwritten, or has nothing to resume."""
 
 
 class TrainingDiverged(RefusionError):
@@ -66,16 +51,6 @@ class Hooks:
 
 
 @dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-@dataclass
 class TrainResult:
     out: Path
     last: Path | None
@@ -83,20 +58,6 @@ class TrainResult:
     epochs_done: int
     global_step: int
     history: list[dict[str, Any]] = field(default_factory=list)  # the step rows of this process
-
-
-def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RefusionError("--device cuda requested, but torch sees no CUDA GPU (use --device cpu)")
-        if name == "cuda" and dist is not None and dist.world > 1:
-            local = int(os.environ.get("LOCAL_RANK", dist.rank))
-            return torch.device("cuda", local % torch.cuda.device_count())
-    elif name != "cpu":
-        raise RefusionError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
 
 
 def meta_config(config: TrainConfig) -> MetaConfig:
@@ -114,37 +75,6 @@ def build_networks(config: TrainConfig) -> tuple[FusionNet, LossProposalNet, Rec
     return FusionNet(fc), LossProposalNet(config.aux_dim, config.aux_heads), ReconstructionNet(config.aux_dim, config.aux_heads)
 
 
-def _all_reduce_mean(world: int) -> Callable[[list[torch.Tensor]], None]:
-    """Average a list of gradient tensors across ranks with ONE all-reduce of a flat bucket."""
-    import torch.distributed as tdist
-
-    def reduce(tensors: list[torch.Tensor]) -> None:
-        if not tensors:
-            return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
-        flat.div_(world)
-        offset = 0
-        for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
-
-    return reduce
-
-
-def validation_metrics(a: np.ndarray, b: np.ndarray, raw: np.ndarray) -> dict[str, float]:
-    """The 7 metrics of rfbench quality (same module, same conventions) of one validation pair:
-    sources as Y in [0, 1], F's raw output min-max normalised and rounded to 8 bits as rfrun writes it."""
-    from refusion.runtime.metrics import compute_metrics
-
-    from .fuse import normalise_output, to_uint8
-
-    f = to_uint8(normalise_output(raw) * 255.0)
-    a8, b8 = to_uint8(a * 255.0), to_uint8(b * 255.0)
-    names = tuple(m.upper() for m in VAL_METRICS)
-    return {k.lower(): v for k, v in compute_metrics(a8, b8, f, names).items()}
-
-
 class Trainer:
     """One training run. Build it, then call :meth:`run`."""
 
@@ -152,10 +82,11 @@ class Trainer:
                  hooks: Hooks | None = None, dist: DistInfo | None = None, data=None) -> None:
         self.config = config
         self.out = Path(out)
+        self.rundir = RunDir(self.out, writer=(dist or DistInfo()).main)
         self.hooks = hooks or Hooks()
         self.dist = dist or DistInfo()
         self.device = resolve_device(config.device, self.dist)
-        self._check_run_dir(resume, overwrite)
+        self.rundir.prepare(resume, overwrite)
         self.data = data if data is not None else load_training_data(config)
         self.sampler = BatchSampler(
             self.data.train, config.seed, config.pairs_per_batch, config.swap_augment,
@@ -163,13 +94,9 @@ class Trainer:
         )
         f, p, r = build_networks(config)
         self.fusion, self.proposal, self.recon = f.to(self.device), p.to(self.device), r.to(self.device)
-        reduce = _all_reduce_mean(self.dist.world) if self.dist.world > 1 else None
+        reduce = all_reduce_mean(self.dist.world) if self.dist.world > 1 else None
         if self.dist.world > 1:
-            import torch.distributed as tdist
-
-            for m in (self.fusion, self.proposal, self.recon):
-                for t in m.parameters():
-                    tdist.broadcast(t.data, 0)
+            broadcast_parameters(self.fusion, self.proposal, self.recon)
         self.learner = MetaLearner(self.fusion, self.proposal, self.recon, meta_config(config), reduce)
         self._pending: list[dict[str, Any]] = []  # step rows whose losses are still device tensors
         # Reading a CPU tensor costs nothing, so on the CPU every step is logged (and the progress bar moves).
@@ -183,31 +110,8 @@ class Trainer:
         self._last_val: dict[str, float] = {}
         self.train_seconds = 0.0  # training time of the run so far (resume continues it)
         self._clock = time.perf_counter()
-        self._tb = None
         if resume:
             self._resume()
-
-    # ----- run directory -----
-    def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
-        last = self.out / "last.pt"
-        if resume:
-            if not last.is_file():
-                raise RunDirError(f"nothing to resume: {last} does not exist")
-            return
-        if not self.dist.main:
-            return
-        existing = sorted(self.out.glob("*.pt")) if self.out.is_dir() else []
-        if existing and not overwrite:
-            raise RunDirError(
-                f"{self.out} already holds checkpoints ({', '.join(p.name for p in existing[:3])}); "
-                "pass --resume to continue it or --overwrite to start again"
-            )
-        if overwrite:
-            for p in existing:
-                p.unlink()
-            for name in ("log.jsonl", "log.csv"):
-                (self.out / name).unlink(missing_ok=True)
-        self.out.mkdir(parents=True, exist_ok=True)
 
     # ----- checkpoints -----
     def _payload(self) -> dict[str, Any]:
@@ -237,12 +141,9 @@ class Trainer:
         self._flush()  # the log must hold every step the checkpoint holds (and nothing diverged)
         if not self.dist.main:
             return
-        payload = self._payload()
-        self.last_path = save_checkpoint(self.out / "last.pt", payload)
-        for name in extra_names:
-            path = save_checkpoint(self.out / name, payload)
-            if name == "best.pt":
-                self.best_path = path
+        paths = self.rundir.save(self._payload(), extra_names)
+        self.last_path = paths["last.pt"]
+        self.best_path = paths.get("best.pt", self.best_path)
 
     def _resume(self) -> None:
         ck = load_checkpoint(self.out / "last.pt")
@@ -274,51 +175,13 @@ class Trainer:
         self.last_path = self.out / "last.pt"
         if (self.out / "best.pt").is_file():
             self.best_path = self.out / "best.pt"
-        if self.dist.main:
-            self._truncate_logs(self.global_step)
+        self.rundir.truncate_logs(self.global_step)
 
     # ----- logging -----
-    def _truncate_logs(self, upto: int) -> None:
-        """Drop log rows written after the checkpoint being resumed (they will be redone)."""
-        jl = self.out / "log.jsonl"
-        if not jl.is_file():
-            return
-        rows = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("global_step", 0) <= upto]
-        jl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        with open(self.out / "log.csv", "w", newline="") as fh:
-            wr = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
-            wr.writeheader()
-            wr.writerows(rows)
-
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         self.hooks.step(row)
-        if not self.dist.main:
-            return
-        with open(self.out / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        csv_path = self.out / "log.csv"
-        new = not csv_path.is_file()
-        with open(csv_path, "a", newline="") as fh:
-            wr = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
-            if new:
-                wr.writeheader()
-            wr.writerow(row)
-        if self._tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k not in ("global_step", "epoch", "step"):
-                    self._tb.add_scalar(f"{row['phase']}/{k}", v, row["global_step"])
-
-    def _open_tensorboard(self) -> None:
-        if not self.dist.main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.hooks.message("tensorboard not installed: no TensorBoard events (pip install tensorboard)")
-            return
-        self._tb = SummaryWriter(str(self.out / "tb"))
+        self.rundir.append(row)
 
     # ----- the loop -----
     def _tensor(self, arr: np.ndarray) -> torch.Tensor:
@@ -389,7 +252,7 @@ class Trainer:
                                          c.meta_steps + self.step if self.phase == "fusion" else per_epoch)
         if c.max_steps:
             total = min(total, c.max_steps)
-        self._open_tensorboard()
+        self.rundir.open_tensorboard(self.hooks.message)
         self.hooks.start(total, min(done, total))
         self._clock = time.perf_counter()  # time spent loading data or waiting is not training time
         try:
@@ -399,8 +262,7 @@ class Trainer:
                 self.save()  # stopped by max_steps (maybe mid-epoch): keep the exact position
         finally:
             self.hooks.close()
-            if self._tb is not None:
-                self._tb.close()
+            self.rundir.close()
         return TrainResult(self.out, self.last_path, self.best_path, self.epoch, self.global_step, self.history)
 
     def _run_epoch(self) -> None:
@@ -415,9 +277,11 @@ class Trainer:
                 if self._limit_reached():
                     return
                 j = self.step
-                tx, tt = self.sampler.batch(self.epoch, "meta", 2 * j, c.meta_crop_size)
-                vx, vt = self.sampler.batch(self.epoch, "meta", 2 * j + 1, c.meta_crop_size)
-                info = self.learner.meta_step(self._tensor(tx), self._tensor(tt), self._tensor(vx), self._tensor(vt))
+                # meta-train batch (inner look-ahead) and meta-test batch (outer loss): two distinct batches
+                train_x, train_t = self.sampler.batch(self.epoch, "meta", 2 * j, c.meta_crop_size)
+                test_x, test_t = self.sampler.batch(self.epoch, "meta", 2 * j + 1, c.meta_crop_size)
+                info = self.learner.meta_step(self._tensor(train_x), self._tensor(train_t),
+                                              self._tensor(test_x), self._tensor(test_t))
                 self._after_step(info)
             self._flush()
             self.phase, self.step = "fusion", 0
@@ -445,40 +309,19 @@ class Trainer:
         self.save(tuple(names))
 
     # ----- validation -----
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Fuse the held-out pairs; the mean of the 7 quality metrics and of w_a, v_a; write the panel."""
-        pairs: PairSet = self.data.val
+        """Score the held-out pairs (the 7 quality metrics, mean w_a and v_a), log them, write the panel."""
+        pairs = self.data.val
         if not len(pairs):
             return {}
-        self.fusion.eval()
-        sums: dict[str, float] = {}
-        for i in range(len(pairs)):
-            x = self._tensor(np.stack([pairs.a[i], pairs.b[i]])[None])
-            fused = self.fusion(x)[0, 0].float().cpu().numpy()
-            w, v = self.proposal(x)
-            m = validation_metrics(pairs.a[i], pairs.b[i], fused)
-            m["w_a"], m["v_a"] = float(w[0, 0].mean()), float(v[0, 0].mean())
-            for k, val in m.items():
-                sums[k] = sums.get(k, 0.0) + val
-            if i == 0 and self.config.panels:
-                self._write_panel(pairs, fused, w[0, 0].float().cpu().numpy(), v[0, 0].float().cpu().numpy())
-        self.fusion.train()
-        res = {k: v / len(pairs) for k, v in sums.items()}
+        res, first = score_pairs(self.fusion, self.proposal, pairs, self._tensor)
+        if self.config.panels and first is not None:
+            title = f"{self.config.task} epoch {self.epoch + 1} step {self.global_step} pair {pairs.names[0]}"
+            write_panel(self.out / "panels" / f"epoch_{self.epoch + 1:03d}.png", pairs, first, self.config.roles, title)
         row = {"global_step": self.global_step, "epoch": self.epoch + 1, "phase": "val", "step": 0,
                **{f"val_{k}": v for k, v in res.items()}}
         self._log(row)
         return res
-
-    def _write_panel(self, pairs: PairSet, fused: np.ndarray, w_a: np.ndarray, v_a: np.ndarray) -> None:
-        from refusion.runtime.imageio import write_image
-
-        from .panels import make_panel
-
-        ra, rb = self.config.roles
-        title = f"{self.config.task} epoch {self.epoch + 1} step {self.global_step} pair {pairs.names[0]}"
-        panel = make_panel(pairs.a[0], pairs.b[0], fused, w_a, v_a, (ra, rb), title)
-        write_image(self.out / "panels" / f"epoch_{self.epoch + 1:03d}.png", panel)
 
 
 def _tuplify(obj: Any) -> Any:
