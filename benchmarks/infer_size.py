@@ -31,6 +31,7 @@ import numpy as np
 
 from refusion.runtime.fsutil import atomic_write_text
 from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser
+from refusion.runtime.size import Size
 from refusion.runtime.upsample import LowResFusion, check_infer_size
 
 Reporter = Callable[[str], None]
@@ -44,7 +45,7 @@ class InferSizeConfig:
     ir: Path = Path(DEFAULT_PAIR[0])  # source a
     vis: Path = Path(DEFAULT_PAIR[1])  # source b
     model: Path = DEFAULT_MODEL  # colour ONNX
-    sizes: tuple[tuple[int, int], ...] = ((240, 320), (360, 480))  # (H, W) inference sizes
+    sizes: tuple[Size, ...] = (Size(240, 320), Size(360, 480))  # inference sizes
     repeats: int = 7  # timed repetitions per variant (median reported)
     warmup: int = 1  # untimed runs per variant first
     interpolation: str = "cubic"  # luma upsampling
@@ -108,13 +109,13 @@ def _read_pair(config: InferSizeConfig) -> tuple[np.ndarray, np.ndarray]:
     a, b = read_image(config.ir), read_image(config.vis)
     if a.shape != b.shape:
         raise ValueError(f"the pair differs in size: {a.shape} vs {b.shape}")
-    for h, w in config.sizes:
-        check_infer_size((w, h), a.shape[:2])
+    for size in config.sizes:
+        check_infer_size(Size(*size), Size.of(a))
     return a, b
 
 
 def _variants(config: InferSizeConfig) -> list[Variant]:
-    return [("full", None)] + [(f"{h}x{w}", LowResFusion((w, h), config.interpolation)) for h, w in config.sizes]
+    return [("full", None)] + [(f"{Size(*s)}", LowResFusion(Size(*s), config.interpolation)) for s in config.sizes]
 
 
 def _once(fuser: Fuser, low: LowResFusion | None, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -180,7 +181,7 @@ def _row(name: str, low: LowResFusion | None, t: dict[str, list[float]], outputs
     y = _luma(outputs[name])
     return {
         "variant": name,
-        "infer_size_hw": list(frame_hw) if low is None else [low.size[1], low.size[0]],
+        "infer_size_hw": list(frame_hw) if low is None else list(low.size),
         "median_ms": round(statistics.median(t["total"]) * 1e3, 1),
         "min_ms": round(min(t["total"]) * 1e3, 1),
         "max_ms": round(max(t["total"]) * 1e3, 1),
@@ -265,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import click
 
-    def hw(text: str) -> tuple[tuple[int, int], ...]:
-        return tuple(tuple(int(v) for v in s.lower().split("x")) for s in text.split(","))  # type: ignore[misc]
+    def hw(text: str) -> tuple[Size, ...]:
+        return tuple(Size(*(int(v) for v in s.lower().split("x"))) for s in text.split(","))
 
     @click.command()
     @click.option("--ir", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEFAULT_PAIR[0])

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from refusion.runtime.errors import EngineError, MissingDependencyError, RefusionError
+from refusion.runtime.size import Size
 
 from .latency_config import (
     BACKENDS,
@@ -249,7 +250,7 @@ def _measure_rows(config: LatencyConfig, models: Models, pair: tuple[np.ndarray,
     return rows, skipped
 
 
-def _measure_row(config: LatencyConfig, models: Models, backend: str, graph: str, size: tuple[int, int],
+def _measure_row(config: LatencyConfig, models: Models, backend: str, graph: str, size: Size,
                  a: np.ndarray, b: np.ndarray, ref: np.ndarray | None, skipped: dict[tuple[str, str], str],
                  say: Reporter) -> tuple[Row, np.ndarray | None]:
     """One row: prepare, time, compare with ``ref`` (the torch FP32 output, made here when still None).

@@ -29,6 +29,7 @@ import numpy as np
 
 from refusion.runtime.card import ModelCard, Provenance, onnx_metadata
 from refusion.runtime.errors import CheckpointError, EngineError
+from refusion.runtime.size import Size
 
 Reporter = Callable[[str], None]
 
@@ -69,8 +70,8 @@ class ExportConfig:
     overwrite: bool = False
     opset: int = 17
     graphs: tuple[str, ...] = ("core", "colour")
-    check_sizes: tuple[tuple[int, int], ...] = ((120, 160), (97, 131))  # (H, W) ORT vs torch
-    fp16_check_sizes: tuple[tuple[int, int], ...] = ((480, 640), (1080, 1920))  # FP16 vs FP32 in ORT
+    check_sizes: tuple[Size, ...] = (Size(120, 160), Size(97, 131))  # ORT vs torch
+    fp16_check_sizes: tuple[Size, ...] = (Size(480, 640), Size(1080, 1920))  # FP16 vs FP32 in ORT
     check_images: tuple[Path, Path] | None = None  # a real pair (source a, source b); else synthetic
     training_data: str = ""  # free text for the model card (our checkpoints store their own)
     fp16_tolerance_levels: float = TOL["fp16_levels"]  # largest FP16 vs FP32 difference accepted (8-bit levels)
@@ -301,7 +302,7 @@ def _y(bgr: np.ndarray) -> np.ndarray:
 
 
 def check_core(
-    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]], label: str = ""
+    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[Size], label: str = ""
 ) -> list[str]:
     """ORT core graph vs torch F at each size; raises ExportCheckError beyond ``TOL['core_fp32_abs']``.
 
@@ -334,7 +335,7 @@ def level_stats(x: np.ndarray, y: np.ndarray) -> tuple[int, float]:
 
 
 def check_colour(
-    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]], label: str = ""
+    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[Size], label: str = ""
 ) -> list[str]:
     """ORT colour graph (minmax state) vs train/fuse.py ``fuse_pair`` at each size, and the ema/none states."""
     from refusion.train.fuse import fuse_pair
@@ -382,7 +383,7 @@ def check_fp16(
     fp32_path: Path,
     graph: str,
     pair: tuple[np.ndarray, np.ndarray],
-    sizes: Sequence[tuple[int, int]],
+    sizes: Sequence[Size],
     tolerance_levels: float = TOL["fp16_levels"],
     label: str = "",
 ) -> list[str]:

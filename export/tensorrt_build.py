@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 from refusion.runtime.card import read_onnx_metadata
 from refusion.runtime.errors import EngineError, MissingDependencyError
 from refusion.runtime.fsutil import atomic_write_bytes
+from refusion.runtime.size import Size
 from refusion.runtime.sidecar import (
     FLAVOURS,
     RTX_DEFAULT_TARGETS,
@@ -136,9 +137,9 @@ class EngineConfig:
     out: Path | None = None  # plan path or folder; default: <onnx stem>.plan beside the ONNX
     flavour: str = "auto"  # "auto" | "tensorrt" | "tensorrt_rtx" (see select_flavour)
     compute_capabilities: tuple[tuple[int, int], ...] = ()  # tensorrt_rtx targets; () = its defaults
-    min_size: tuple[int, int] = (64, 64)  # (H, W)
-    opt_size: tuple[int, int] = (480, 640)
-    max_size: tuple[int, int] = (1080, 1920)
+    min_size: Size = Size(64, 64)  # the optimisation profile's smallest frame
+    opt_size: Size = Size(480, 640)  # the size TensorRT tunes for
+    max_size: Size = Size(1080, 1920)
     timing_cache: Path | None = None  # full TensorRT: default refusion-trt-<version>.cache beside the plan
     workspace_mib: int = 4096
     version_compatible: bool = False
@@ -146,6 +147,10 @@ class EngineConfig:
     overwrite: bool = False
     allow_fp32_layers: float = 0.5  # an fp16 build may keep at most this fraction of layers in FP32
 
+
+    def __post_init__(self) -> None:
+        for name in ("min_size", "opt_size", "max_size"):
+            object.__setattr__(self, name, Size(*getattr(self, name)))
 
 @dataclass
 class EngineResult:

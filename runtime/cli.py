@@ -29,11 +29,6 @@ A_OPTIONS = ("--a", "--ir", "--near", "--under", "--func")
 B_OPTIONS = ("--b", "--vis", "--far", "--over", "--mri")
 
 
-def _wh(hw: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(H, W) from the command line -> (W, H) as OpenCV and RunConfig take it."""
-    return None if hw is None else (hw[1], hw[0])
-
-
 class TqdmReporter(Reporter):
     """Progress bar and messages on stderr; a closed stderr (``| tee`` gone) silences it, nothing more."""
 
@@ -205,7 +200,6 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
     """
     if ctx.invoked_subcommand is not None:
         return
-    size, infer_size = _wh(size), _wh(infer_size)
     setup_logging(verbose)
     _quiet_opencv()
     if demo:
@@ -275,9 +269,10 @@ def calibrate(points, checkerboard, pattern, size_a, size_b, out, overwrite):
     check_writable(out, "homography")
     if points:
         pa, pb = align.read_point_pairs(points)
-        h = align.estimate_homography(pa, pb, _wh(size_a), _wh(size_b), method=f"points ({points.name})")
+        h = align.estimate_homography(pa, pb, size_a, size_b, method=f"points ({points.name})")
     else:
-        h = align.calibrate_checkerboard(read_image(checkerboard[0]), read_image(checkerboard[1]), pattern)
+        cols, rows = pattern  # parsed by the HxW type, but this one is COLSxROWS
+        h = align.calibrate_checkerboard(read_image(checkerboard[0]), read_image(checkerboard[1]), (cols, rows))
     align.save_homography(out, h, overwrite=overwrite)
     click.echo(f"homography b -> a from {h.points} points, RMS error {h.rms_px:.3f} px ({h.method})")
     click.echo(f"wrote {out}")

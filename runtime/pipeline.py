@@ -26,6 +26,7 @@ from .align import AlignConfig, Aligner
 from .backends import Backend, open_backend
 from .errors import EngineError, ImageReadError, OutputError, SizeError
 from .fsutil import check_writable
+from .size import Size
 from .sinks import FolderSink, ImageSink, Sink, VideoSink, WindowSink, compose, output_kind
 from .sources import (
     RECONNECT_DELAYS,
@@ -134,8 +135,8 @@ class RunConfig:
     overlay: bool = False  # FPS / latency text on shown and written frames
     normalisation: str = "auto"  # auto: minmax for still images, ema for video, cameras and video output
     ema_alpha: float | None = None  # None: the model card's, else 0.9
-    size: tuple[int, int] | None = None  # (W, H) to resize both sources to
-    infer_size: tuple[int, int] | None = None  # (W, H) the network runs at; the output keeps the frame size
+    size: Size | None = None  # resize both sources to this
+    infer_size: Size | None = None  # the network runs at this size; the output keeps the frame size
     infer_interpolation: str = DEFAULT_INTERPOLATION  # luma upsampling with infer_size: "linear" or "cubic"
     homography: Path | None = None  # JSON from `rfrun calibrate`, warps b onto a
     no_resize: bool = False  # sources of different sizes are an error instead of a resize
@@ -148,6 +149,11 @@ class RunConfig:
     stall_timeout_s: float = STALL_TIMEOUT_S  # a live source silent this long is an error
     pair_by: str = "name"  # image folders/globs: pair by file "name" (default) or by sorted "order"
     source_options: tuple[str, str] | None = None  # option names the user gave the sources with, e.g. ("func", "mri")
+
+    def __post_init__(self) -> None:
+        for name in ("size", "infer_size"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Size(*getattr(self, name)))
 
 
 @dataclass
@@ -312,7 +318,7 @@ def _check_request(config: RunConfig, total: int | None) -> None:
 def _stages(config: RunConfig, warn) -> tuple[Aligner, LowResFusion | None, StageTimes]:
     """The aligner, the low-resolution stage (``infer_size``) and the stage clocks of one run."""
     aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
-    low = LowResFusion(tuple(config.infer_size), config.infer_interpolation) if config.infer_size else None
+    low = LowResFusion(config.infer_size, config.infer_interpolation) if config.infer_size else None
     if low is not None:
         check_infer_size(low.size)  # too small: fail before opening sources and the engine
     return aligner, low, StageTimes(STAGES if low is None else STAGES[:3] + ("post",) + STAGES[3:])
@@ -347,7 +353,7 @@ class _FrameLoop:
         self.labels = be.sources if len(be.sources) == 2 else ("a", "b")
         self.pairer = Pairer(a, b, config.max_skew_ms / 1e3)
         self.meter = FpsMeter()
-        self.checked: tuple[int, int] | None = None
+        self.checked: Size | None = None
         self.use_low = False  # infer_size set and smaller than the frames
 
     def run(self) -> None:
@@ -376,7 +382,7 @@ class _FrameLoop:
             return True
         t1 = time.perf_counter()
         img_a, img_b = self.aligner(fa.image, fb.image)
-        self._check_size((img_a.shape[0], img_a.shape[1]))
+        self._check_size(Size.of(img_a))
         net_a, net_b = self.low.prepare(img_a, img_b) if self.use_low else (img_a, img_b)
         t2 = time.perf_counter()
         fused = self.fuser(net_a, net_b, copy=False)
@@ -401,7 +407,7 @@ class _FrameLoop:
         self.st.skipped += 1
         self.st.decode_errors.append(bad.error)
 
-    def _check_size(self, hw: tuple[int, int]) -> None:
+    def _check_size(self, hw: Size) -> None:
         if hw != self.checked:
             self.use_low = _check_sizes(self.be, self.low, hw, self.rep, self.warn)
             self.checked = hw
@@ -463,13 +469,13 @@ def _summary(st: _RunState, a: Source, b: Source, be: Backend | None, fuser: Fus
     )
 
 
-def _check_sizes(be: Backend, low: LowResFusion | None, hw: tuple[int, int], rep: Reporter, warn) -> bool:
-    """Check a new frame size (H, W) against the model and ``infer_size``; True = run at the lower size."""
+def _check_sizes(be: Backend, low: LowResFusion | None, hw: Size, rep: Reporter, warn) -> bool:
+    """Check a new frame size against the model and ``infer_size``; True = run at the lower size."""
     if low is None:
         be.check_size(*hw)
         return False
     check_infer_size(low.size, hw)
-    w, h = low.size
+    h, w = low.size
     try:
         be.check_size(h, w)
     except SizeError as exc:

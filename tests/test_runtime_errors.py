@@ -20,6 +20,7 @@ from refusion.runtime import pipeline  # noqa: E402
 from refusion.runtime.backends import open_backend  # noqa: E402
 from refusion.runtime.cli import cli  # noqa: E402
 from refusion.runtime.errors import EngineError, SizeError  # noqa: E402
+from refusion.runtime.size import Size  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_one_image_output_for_many_frames(tmp_path: Path, standin: Path) -> None
 
 def test_frame_size_outside_engine_profile(tmp_path: Path, standin: Path) -> None:
     be = open_backend(standin, "ort-cpu")
-    be.size_limits = ((64, 64), (128, 128))
+    be.size_limits = (Size(64, 64), Size(128, 128))
     out = tmp_path / "x.mp4"
     config = pipeline.RunConfig(a=frames(tmp_path / "a", 2), b=frames(tmp_path / "b", 2), outputs=(out,))
     with pytest.raises(SizeError, match=r"frame size 24x32 \(HxW\) is outside the engine profile 64x64 .. 128x128"):
@@ -264,7 +265,7 @@ def test_engine_loader_checks_without_a_runner(tmp_path: Path, monkeypatch) -> N
     fake.Runtime, fake.Logger = FakeRuntime, FakeLogger
     fake.TensorIOMode = types.SimpleNamespace(INPUT="in")
     loaded = trt_backend.load_engine(write_plan(tmp_path))
-    assert loaded.size_limits == ((64, 80), (480, 640))
+    assert loaded.size_limits == (Size(64, 80), Size(480, 640))
     assert loaded.card["sources"] == ["ir", "vis"] and loaded.precision == "fp16" and loaded.flavour == "tensorrt"
     assert loaded.gpu_name == "NVIDIA A100-SXM4-80GB" and loaded.compute_capability == (8, 0)
     FakeEngine.names = ("a", "b", "norm_state", "out", "norm_state_out")

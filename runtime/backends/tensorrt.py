@@ -26,6 +26,7 @@ import numpy as np
 
 from .._deps import require
 from ..errors import EngineError, MissingDependencyError
+from ..size import Size
 from .base import INPUT_A, INPUT_B, INPUT_STATE, OUTPUT_FUSED, OUTPUT_STATE, Backend
 
 #: Every TensorRT attribute this backend touches (module, classes, methods, properties,
@@ -178,7 +179,7 @@ class LoadedEngine:
     compute_capability: tuple[int, int]  # (major, minor) of that GPU
     card: dict[str, Any]  # the model card from the side-car
     precision: str  # "fp16" or "fp32", from the side-car
-    size_limits: tuple[tuple[int, int], tuple[int, int]]  # (min (H, W), max (H, W)) of the optimisation profile
+    size_limits: tuple[Size, Size]  # (min, max) frame size of the optimisation profile
     warnings: list[str] = field(default_factory=list)  # non-fatal notes (e.g. built on another GPU name)
 
 
@@ -281,8 +282,8 @@ def _deserialise(trt: Any, plan: Path, version_compatible: bool) -> tuple[Any, A
     return logger, runtime, engine
 
 
-def _check_io(trt: Any, engine: Any, plan: Path) -> tuple[tuple[int, int], tuple[int, int]]:
-    """EngineError unless the engine has the colour graph's tensors; its profile's (min (H, W), max (H, W))."""
+def _check_io(trt: Any, engine: Any, plan: Path) -> tuple[Size, Size]:
+    """EngineError unless the engine has the colour graph's tensors; its profile's (min, max) frame size."""
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     need = {INPUT_A, INPUT_B, INPUT_STATE, OUTPUT_FUSED, OUTPUT_STATE}
     if not need <= set(names):
@@ -293,7 +294,7 @@ def _check_io(trt: Any, engine: Any, plan: Path) -> tuple[tuple[int, int], tuple
     if inputs != {INPUT_A, INPUT_B, INPUT_STATE}:
         raise EngineError(f"{plan.name}: engine inputs are {sorted(inputs)}, expected a, b, norm_state")
     mins, _opt, maxs = engine.get_tensor_profile_shape(INPUT_A, 0)
-    return (int(mins[0]), int(mins[1])), (int(maxs[0]), int(maxs[1]))
+    return Size(int(mins[0]), int(mins[1])), Size(int(maxs[0]), int(maxs[1]))
 
 
 # -- runner: an execution context, a stream and pinned buffers around a loaded engine ------------
