@@ -24,8 +24,8 @@ from typing import Any, Callable
 from refusion.runtime._deps import require
 from refusion.runtime.errors import RefusionError
 from refusion.runtime.fsutil import atomic_write_text
+from refusion.runtime.progress import Progress
 
-Reporter = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _time(evt: Any, *names: str) -> float:
     return 0.0
 
 
-def profile_forward(config: ProfileConfig, say: Reporter | None = None) -> dict[str, Any]:
+def profile_forward(config: ProfileConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Profile one forward of F per precision; returns {config, device, torch, runs: [...]}.
 
     Each run: precision, wall_ms (plain forward, synchronised), profiled_wall_ms, kernels
@@ -63,7 +63,7 @@ def profile_forward(config: ProfileConfig, say: Reporter | None = None) -> dict[
 
     from refusion.train.checkpoint import load_fusion_model
 
-    say = say or (lambda _m: None)
+    say = (progress or Progress()).message
     cuda = config.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise RefusionError("rfbench profile --device cuda: torch sees no GPU")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from refusion.runtime.clitools import friendly_errors, parse_size
+from refusion.runtime.progress import CallbackProgress
 from refusion.runtime.size import Size
 
 from .latency import BACKENDS, DEVICE_BACKENDS, GRAPHS, LatencyConfig
@@ -84,7 +85,7 @@ def latency(model, task, device, backends, sizes, graphs, warmup, iters, max_row
         profile=profile,
         tag=tag,
     )
-    report = run_latency(config, report=lambda msg: click.echo(msg, err=True))
+    report = run_latency(config, CallbackProgress(lambda msg: click.echo(msg, err=True)))
     click.echo(to_markdown(report))
     for path in report.get("files", []):
         click.echo(f"wrote {path}", err=True)

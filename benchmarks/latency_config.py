@@ -8,11 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 from refusion.runtime.size import Size
-
-Reporter = Callable[[str], None]
 
 SIZES: tuple[Size, ...] = (Size(256, 256), Size(480, 640), Size(720, 1280), Size(1080, 1920))
 GRAPHS: tuple[str, ...] = ("core", "colour")

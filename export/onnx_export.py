@@ -23,15 +23,15 @@ import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from refusion.runtime.card import ModelCard, Provenance, onnx_metadata
 from refusion.runtime.errors import CheckpointError, EngineError
+from refusion.runtime.progress import Progress
 from refusion.runtime.size import Size
 
-Reporter = Callable[[str], None]
 
 GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, dict[int, str]]]] = {
     "core": (
@@ -427,7 +427,7 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def export_model(config: ExportConfig, report: Reporter | None = None) -> ExportResult:
+def export_model(config: ExportConfig, progress: Progress | None = None) -> ExportResult:
     """Export the model of ``config`` to checked ONNX files; returns what was written and measured.
 
     Raises CheckpointError for a model file we cannot read (or an authors' file
@@ -436,7 +436,7 @@ def export_model(config: ExportConfig, report: Reporter | None = None) -> Export
     """
     from refusion.train.checkpoint import TASKS, load_fusion_model
 
-    say = report or (lambda _msg: None)
+    say = (progress or Progress()).message
     model = Path(config.model)
     if model.suffix.lower() in (".onnx", ".plan", ".engine"):
         raise CheckpointError(

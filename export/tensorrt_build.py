@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 from refusion.runtime.card import read_onnx_metadata
 from refusion.runtime.errors import EngineError, MissingDependencyError
 from refusion.runtime.fsutil import atomic_write_bytes
+from refusion.runtime.progress import Progress
 from refusion.runtime.size import Size
 from refusion.runtime.sidecar import (
     FLAVOURS,
@@ -51,7 +52,6 @@ from refusion.runtime.sidecar import (
 
 from .trt_network import check_network, network_report, parse_onnx
 
-Reporter = Callable[[str], None]
 
 #: Every TensorRT name the builder itself uses (module attributes, classes, methods, enum
 #: members); the parser and network-check names are ``trt_network.TRT_NETWORK_NAMES``.
@@ -147,10 +147,10 @@ class EngineConfig:
     overwrite: bool = False
     allow_fp32_layers: float = 0.5  # an fp16 build may keep at most this fraction of layers in FP32
 
-
     def __post_init__(self) -> None:
         for name in ("min_size", "opt_size", "max_size"):
             object.__setattr__(self, name, Size(*getattr(self, name)))
+
 
 @dataclass
 class EngineResult:
@@ -293,7 +293,7 @@ def select_flavour(requested: str = "auto", gpu: GpuInfo | None = None) -> Flavo
     return Flavour(requested, trt, str(trt.__version__))
 
 
-def _progress_monitor(trt: Any, say: Reporter) -> Any:
+def _progress_monitor(trt: Any, say: Callable[[str], None]) -> Any:
     """An ``IProgressMonitor`` that reports the builder's top two phase levels with their times."""
     import time
 
@@ -442,7 +442,7 @@ def check_precision(counts: dict[str, int], precision: str, allow_fp32: float) -
         )
 
 
-def build_engine(config: EngineConfig, report: Reporter | None = None) -> EngineResult:
+def build_engine(config: EngineConfig, progress: Progress | None = None) -> EngineResult:
     """Build a plan + side-car from an rfexport ONNX file with the flavour of ``config.flavour``.
 
     Full TensorRT needs a GPU; tensorrt_rtx does not. Raises EngineError (no GPU for full
@@ -452,7 +452,7 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
     """
     import time
 
-    say = report or (lambda _m: None)
+    say = (progress or Progress()).message
     onnx_path = Path(config.onnx)
     if not onnx_path.is_file():
         raise EngineError(f"ONNX file not found: {onnx_path}")
@@ -523,7 +523,7 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
         cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
         cache = bconf.create_timing_cache(cache_bytes)
         bconf.set_timing_cache(cache, ignore_mismatch=True)
-    say(f"building {plan.name} from {onnx_path.name} ({graph}, {precision}); profile {config.min_size}..{config.max_size}")
+    say(f"building {plan.name} from {onnx_path.name} ({graph}, {precision}); profile {config.min_size}..{config.max_size} (HxW)")
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, bconf)
     build_seconds = time.perf_counter() - t0

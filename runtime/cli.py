@@ -17,7 +17,8 @@ import click
 from .align import MAX_PIXELS
 from .backends import BACKENDS
 from .clitools import STOP_SIGNALS, SizeType, friendly_errors, say, setup_logging
-from .pipeline import NORMALISATIONS, PAIRINGS, Reporter, RunConfig, run
+from .pipeline import NORMALISATIONS, PAIRINGS, RunConfig, run
+from .progress import TqdmProgress
 
 DEMO_OUT = Path("rfrun-demo.mp4")
 
@@ -27,57 +28,6 @@ SIZE = SizeType(max_pixels=MAX_PIXELS)  # H x W, as in every refusion command
 #: Option names of source a and source b (task aliases), to tell which ones the user typed.
 A_OPTIONS = ("--a", "--ir", "--near", "--under", "--func")
 B_OPTIONS = ("--b", "--vis", "--far", "--over", "--mri")
-
-
-class TqdmReporter(Reporter):
-    """Progress bar and messages on stderr; a closed stderr (``| tee`` gone) silences it, nothing more."""
-
-    def __init__(self, quiet: bool = False, verbose: int = 0) -> None:
-        self.quiet, self.verbose = quiet, verbose
-        self.bar = None
-        self.broken = False
-
-    def start(self, total, description):
-        from tqdm import tqdm
-
-        self._guard(lambda: setattr(self, "bar", tqdm(
-            total=total, unit="frame", desc=description, file=sys.stderr, disable=self.quiet,
-            dynamic_ncols=True, leave=True)))
-
-    def frame(self, count, text):
-        if self.bar is not None:
-            # the postfix on every frame: tqdm redraws at its own pace, and a slow CPU run
-            # (1-2 s per frame) shows its real rate instead of the first frame's empty one
-            self.bar.set_postfix_str(text.strip(), refresh=False)
-            self._guard(lambda: self.bar.update(1))
-
-    def _guard(self, action) -> None:
-        if self.broken:
-            return
-        try:
-            action()
-        except OSError:  # stderr is a closed pipe: keep running, say nothing more
-            self.broken = True
-            if self.bar is not None:
-                self.bar.disable = True
-
-    def _echo(self, text: str) -> None:
-        if self.bar is not None and not self.quiet:
-            self._guard(lambda: self.bar.write(text, file=sys.stderr))
-        else:
-            self._guard(lambda: click.echo(text, err=True))
-
-    def info(self, text):
-        if not self.quiet:
-            self._echo(text)
-
-    def warn(self, text):
-        self._echo(f"warning: {text}")
-
-    def finish(self):
-        if self.bar is not None:
-            bar, self.bar = self.bar, None
-            self._guard(bar.close)
 
 
 class RfrunGroup(click.Group):
@@ -232,7 +182,7 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
         no_resize=no_resize, max_skew_ms=max_skew_ms, max_frames=max_frames, fps=fps, overwrite=overwrite,
         stats_json=stats_json, pair_by=pair_by, source_options=ctx.meta.get("source_options"),
     )
-    summary = run(config, TqdmReporter(quiet, verbose))
+    summary = run(config, TqdmProgress(quiet))
     say(summary.format())
     if stats_json:
         say(f"wrote {stats_json}")

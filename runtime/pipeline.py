@@ -26,6 +26,7 @@ from .align import AlignConfig, Aligner
 from .backends import Backend, open_backend
 from .errors import EngineError, ImageReadError, OutputError, SizeError
 from .fsutil import check_writable
+from .progress import LogProgress, Progress, warning
 from .size import Size
 from .sinks import FolderSink, ImageSink, Sink, VideoSink, WindowSink, compose, output_kind
 from .sources import (
@@ -99,25 +100,6 @@ class Fuser:
         if self.normalisation == "ema":
             self.state = np.array([state_out[0], state_out[1], self.alpha], np.float32)
         return fused.copy() if copy else fused
-
-
-class Reporter:
-    """Receives progress and messages from :func:`run`; the default logs warnings only."""
-
-    def start(self, total: int | None, description: str) -> None:
-        """The run starts; ``total`` frames when known."""
-
-    def frame(self, count: int, text: str) -> None:
-        """``count`` frames done; ``text`` is the overlay line (FPS, latency)."""
-
-    def info(self, text: str) -> None:
-        log.info(text)
-
-    def warn(self, text: str) -> None:
-        log.warning(text)
-
-    def finish(self) -> None:
-        """The loop ended (before the summary)."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +216,7 @@ def check_task_roles(card_task: str | None, card_sources: Sequence[str], given: 
 
 def run(
     config: RunConfig,
-    reporter: Reporter | None = None,
+    progress: Progress | None = None,
     *,
     backend: Backend | None = None,
     sources: tuple[Source, Source] | None = None,
@@ -245,13 +227,15 @@ def run(
     run opens/starts them if needed and closes them at the end. Ctrl-C ends the run
     cleanly (``stopped_by == "interrupt"``): outputs are finalised with the frames so
     far. Raises RefusionError subclasses for bad input, after closing every output.
+    ``progress`` (default: messages to logging) gets ``start`` with the frame count when known,
+    a ``step`` per fused frame (``{"frames": n, "postfix": overlay line}``), messages, ``close``.
     """
-    rep = reporter or Reporter()
+    rep = progress or LogProgress(log)
     st = _RunState()
 
     def warn(text: str) -> None:
         st.warnings.append(text)
-        rep.warn(text)
+        rep.message(warning(text))
 
     a, b = sources if sources is not None else open_sources(config, warn)
     total = _configure_sources(config, a, b)
@@ -275,12 +259,12 @@ def run(
         _set_video_fps(config, sinks, a, b)
         fuser = Fuser(be, *_choose_normalisation(config, a, b, be.card))
         loop = _FrameLoop(config, a, b, be, fuser, aligner, low, sinks, times, st, rep, warn, total)
-        rep.start(total, f"{loop.labels[0]}+{loop.labels[1]} -> {be.name}")
+        rep.start(total, 0, f"{loop.labels[0]}+{loop.labels[1]} -> {be.name}")
         t_start = time.perf_counter()
         loop.run()
     finally:
         elapsed = time.perf_counter() - t_start
-        try:  # outputs first: a reporter that cannot write (a closed pipe) must not cost the video
+        try:  # outputs first: a progress display that cannot write (a closed pipe) must not cost the video
             _close_all(sinks, started, be if own_backend else None)
         finally:
             _finish_quietly(rep)
@@ -324,14 +308,14 @@ def _stages(config: RunConfig, warn) -> tuple[Aligner, LowResFusion | None, Stag
     return aligner, low, StageTimes(STAGES if low is None else STAGES[:3] + ("post",) + STAGES[3:])
 
 
-def _announce_backend(config: RunConfig, be: Backend, rep: Reporter, warn) -> None:
+def _announce_backend(config: RunConfig, be: Backend, rep: Progress, warn) -> None:
     """The backend's warnings, a model trained for another task than the sources', and what runs."""
     for text in be.warnings:
         warn(text)
     mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options)
     if mismatch:
         warn(mismatch)
-    rep.info(f"backend: {be.describe()}; model {be.model}")
+    rep.message(f"backend: {be.describe()}; model {be.model}")
 
 
 def _set_video_fps(config: RunConfig, sinks: Sequence[Sink], a: Source, b: Source) -> None:
@@ -345,7 +329,7 @@ class _FrameLoop:
     """The per-frame loop of :func:`run`: pair -> align -> infer (-> post) -> sinks, each stage timed."""
 
     def __init__(self, config: RunConfig, a: Source, b: Source, be: Backend, fuser: Fuser, aligner: Aligner,
-                 low: LowResFusion | None, sinks: Sequence[Sink], times: StageTimes, st: _RunState, rep: Reporter,
+                 low: LowResFusion | None, sinks: Sequence[Sink], times: StageTimes, st: _RunState, rep: Progress,
                  warn, total: int | None) -> None:
         self.config, self.a, self.b, self.be, self.fuser = config, a, b, be, fuser
         self.aligner, self.low, self.sinks, self.times = aligner, low, sinks, times
@@ -397,7 +381,7 @@ class _FrameLoop:
         t4 = time.perf_counter()
         self.st.frames += 1
         self._record((t0, t1, t2, t3, t_post, t4), min(fa.t, fb.t))
-        self.rep.frame(self.st.frames, text)
+        self.rep.step({"frames": self.st.frames, "postfix": text})
         return not self._stop()
 
     def _skip(self, bad: Frame) -> None:
@@ -469,7 +453,7 @@ def _summary(st: _RunState, a: Source, b: Source, be: Backend | None, fuser: Fus
     )
 
 
-def _check_sizes(be: Backend, low: LowResFusion | None, hw: Size, rep: Reporter, warn) -> bool:
+def _check_sizes(be: Backend, low: LowResFusion | None, hw: Size, rep: Progress, warn) -> bool:
     """Check a new frame size against the model and ``infer_size``; True = run at the lower size."""
     if low is None:
         be.check_size(*hw)
@@ -481,19 +465,19 @@ def _check_sizes(be: Backend, low: LowResFusion | None, hw: Size, rep: Reporter,
     except SizeError as exc:
         raise SizeError(f"--infer-size {h}x{w}: {exc}") from None
     if (h, w) == tuple(hw):
-        rep.info(f"--infer-size {h}x{w} equals the frame size: the network runs at full resolution")
+        rep.message(f"--infer-size {h}x{w} equals the frame size: the network runs at full resolution")
         return False
     if abs((w / h) / (hw[1] / hw[0]) - 1.0) > 0.01:
         warn(f"--infer-size {h}x{w} has another aspect ratio than the {hw[0]}x{hw[1]} frames: the network sees "
              "them stretched")
-    rep.info(f"network runs at {h}x{w}; fused luma upsampled ({low.interpolation}) to {hw[0]}x{hw[1]}")
+    rep.message(f"network runs at {h}x{w}; fused luma upsampled ({low.interpolation}) to {hw[0]}x{hw[1]}")
     return True
 
 
-def _finish_quietly(rep: Reporter) -> None:
-    """End the reporter; a closed stderr (``| tee`` gone after Ctrl-C) is no reason to fail the run."""
+def _finish_quietly(rep: Progress) -> None:
+    """Close the progress; a closed stderr (``| tee`` gone after Ctrl-C) is no reason to fail the run."""
     try:
-        rep.finish()
+        rep.close()
     except OSError:
         pass
 
