@@ -78,8 +78,9 @@ class TqdmProgress(Progress):
     A closed stderr (``| tee`` gone after Ctrl-C) silences it, nothing more: the work goes on.
     """
 
-    def __init__(self, quiet: bool = False, unit: str = "frame") -> None:
+    def __init__(self, quiet: bool = False, unit: str = "frame", leave: bool = True, delay: float = 0.0) -> None:
         self.quiet, self.unit = quiet, unit
+        self.leave, self.delay = leave, delay  # keep the bar when done; show it only after this many seconds
         self.bar: Any = None
         self.broken = False
 
@@ -88,7 +89,7 @@ class TqdmProgress(Progress):
 
         self._guard(lambda: setattr(self, "bar", tqdm(
             total=total, initial=done, unit=self.unit, desc=label, file=sys.stderr, disable=self.quiet,
-            dynamic_ncols=True, leave=True)))
+            dynamic_ncols=True, leave=self.leave, delay=self.delay)))
 
     def step(self, info: Mapping[str, Any]) -> None:
         if self.bar is None:
