@@ -25,6 +25,7 @@ from refusion.runtime._deps import require
 from refusion.runtime.errors import RefusionError
 from refusion.runtime.fsutil import atomic_write_text
 from refusion.runtime.progress import Progress
+from refusion.runtime.size import Size
 
 
 
@@ -34,7 +35,7 @@ class ProfileConfig:
 
     model: Path  # our checkpoint (*.pt) or an authors' .pth
     task: str | None = None  # for the authors' .pth files
-    size: tuple[int, int] = (480, 640)  # (H, W) of the profiled frame
+    size: Size = Size(480, 640)  # the profiled frame
     device: str = "cuda"  # "cuda" or "cpu" (the CPU run is the dry run of the GPU check)
     precisions: tuple[str, ...] = ("fp32", "fp16")
     warmup: int = 3  # unprofiled forwards first (cuDNN algorithm choice, allocator)
@@ -159,7 +160,7 @@ def _timer(torch: Any, cuda: bool, reps: int) -> Callable[[Callable[[], Any]], f
     return run
 
 
-def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 20) -> list[dict[str, Any]]:
+def candidate_timings(size: Size, device: str = "cuda", reps: int = 20) -> list[dict[str, Any]]:
     """Time F's suspect operations at their real shapes against candidate rewrites (issue 15, item 2).
 
     Per row: op, variant, dtype, shape, median ms per call, max |difference| from the op's first

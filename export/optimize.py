@@ -33,6 +33,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from refusion.runtime.size import Size
+
 #: Largest |optimised - original| accepted by :func:`verify_equal` (float outputs in [0, 1]).
 VERIFY_ATOL = 1e-5
 #: The same for FP16 graphs: the split convs compute the same dot products, but ORT's float16
@@ -440,7 +442,7 @@ def _feeds(session: Any, h: int, w: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def verify_equal(
-    original: Any, optimized: Any, sizes: Sequence[tuple[int, int]] = ((64, 80), (97, 131)), atol: float = VERIFY_ATOL
+    original: Any, optimized: Any, sizes: Sequence[Size] = (Size(64, 80), Size(97, 131)), atol: float = VERIFY_ATOL
 ) -> float:
     """Run both models (ModelProto or path) in ONNX Runtime CPU on random inputs; return the max |diff|.
 

@@ -137,7 +137,7 @@ class LowResFusion:
         )
 
     def upsample_luma(
-        self, fused_small: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, frame_hw: tuple[int, int]
+        self, fused_small: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, frame_hw: Size
     ) -> np.ndarray:
         """The graph's fused Y (see :func:`graph_luma`) as float32 (H, W) in [0, 1] at ``frame_hw``.
 
@@ -162,7 +162,7 @@ class LowResFusion:
         frames small_a, small_b. a, b: the full-resolution uint8 (H, W, 3) BGR sources.
         Returns a new uint8 (H, W, 3) BGR array: upsampled fused Y + Eq. 15 chroma of a and b.
         """
-        y = self.upsample_luma(fused_small, small_a, small_b, a.shape[:2])
+        y = self.upsample_luma(fused_small, small_a, small_b, Size.of(a))
         cr, cb = fused_chroma(a, b)
         bgr = colour.ycrcb_to_bgr(np.stack([y, cr, cb], axis=-1).astype(np.float32, copy=False))
         bgr *= 255.0
