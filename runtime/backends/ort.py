@@ -1,5 +1,8 @@
 """ONNX Runtime backend: CUDA execution provider with IO binding, or the CPU provider.
 
+The loader :func:`load_session` creates and checks the session (:class:`LoadedSession`); the
+runner :class:`OrtBackend` only runs it.
+
 The provider that really runs is read back from ``session.get_providers()``: a
 CUDA build without a usable GPU silently falls back to CPU, and
 ``get_available_providers()`` would still list CUDA.

@@ -1,5 +1,11 @@
 """TensorRT backend: a serialised plan run with ``execute_async_v3`` on its own CUDA stream.
 
+Two halves, as in Polygraphy: the loader :func:`load_engine` reads the side-car, checks the
+GPU, the TensorRT version, trust and the I/O tensors and deserialises the plan into a
+:class:`LoadedEngine` (no execution context, no stream: benchmarks, export checks and tests
+use it alone); the runner :class:`TensorRTBackend` adds the context, the stream and the
+pinned buffers, and only runs.
+
 Device memory, the stream, pinned host buffers and async copies come from
 cuda-python's runtime API (``cuda.bindings.runtime``), which uses the primary
 context (the one torch uses too). The GPU is probed with ``cudaGetDeviceCount()``
