@@ -31,9 +31,10 @@ import numpy as np
 
 from refusion.runtime.fsutil import atomic_write_text
 from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser
+from refusion.runtime.progress import CallbackProgress, Progress
+from refusion.runtime.size import Size
 from refusion.runtime.upsample import LowResFusion, check_infer_size
 
-Reporter = Callable[[str], None]
 RESULTS = Path(__file__).resolve().parent / "results"
 _SHARED = Path(os.environ.get("REFUSION_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DEFAULT_PAIR = (str(_SHARED / "data/ivif/MSRS/test/ir/00004N.png"), str(_SHARED / "data/ivif/MSRS/test/vis/00004N.png"))
@@ -44,7 +45,7 @@ class InferSizeConfig:
     ir: Path = Path(DEFAULT_PAIR[0])  # source a
     vis: Path = Path(DEFAULT_PAIR[1])  # source b
     model: Path = DEFAULT_MODEL  # colour ONNX
-    sizes: tuple[tuple[int, int], ...] = ((240, 320), (360, 480))  # (H, W) inference sizes
+    sizes: tuple[Size, ...] = (Size(240, 320), Size(360, 480))  # inference sizes
     repeats: int = 7  # timed repetitions per variant (median reported)
     warmup: int = 1  # untimed runs per variant first
     interpolation: str = "cubic"  # luma upsampling
@@ -70,8 +71,9 @@ Variant = tuple[str, LowResFusion | None]  # (name, None = full resolution, else
 STAGES = ("total", "prepare", "infer", "post")
 
 
-def run_infer_size(config: InferSizeConfig, say: Reporter = lambda text: None) -> dict[str, Any]:
-    """Measure; returns the report dict (see :func:`write_report`)."""
+def run_infer_size(config: InferSizeConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure; returns the report dict (see :func:`write_report`); repetitions go to ``progress`` as messages."""
+    say = (progress or Progress()).message
     from refusion.benchmarks.latency_env import host_info, versions
     from refusion.runtime.backends import open_backend
 
@@ -108,13 +110,13 @@ def _read_pair(config: InferSizeConfig) -> tuple[np.ndarray, np.ndarray]:
     a, b = read_image(config.ir), read_image(config.vis)
     if a.shape != b.shape:
         raise ValueError(f"the pair differs in size: {a.shape} vs {b.shape}")
-    for h, w in config.sizes:
-        check_infer_size((w, h), a.shape[:2])
+    for size in config.sizes:
+        check_infer_size(Size(*size), Size.of(a))
     return a, b
 
 
 def _variants(config: InferSizeConfig) -> list[Variant]:
-    return [("full", None)] + [(f"{h}x{w}", LowResFusion((w, h), config.interpolation)) for h, w in config.sizes]
+    return [("full", None)] + [(f"{Size(*s)}", LowResFusion(Size(*s), config.interpolation)) for s in config.sizes]
 
 
 def _once(fuser: Fuser, low: LowResFusion | None, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -131,15 +133,14 @@ def _once(fuser: Fuser, low: LowResFusion | None, a: np.ndarray, b: np.ndarray) 
 
 
 def _time_variants(config: InferSizeConfig, fuser: Fuser, variants: list[Variant], a: np.ndarray, b: np.ndarray,
-                   say: Reporter) -> tuple[dict[str, dict[str, list[float]]], dict[str, np.ndarray]]:
+                   say: Callable[[str], None]) -> tuple[dict[str, dict[str, list[float]]], dict[str, np.ndarray]]:
     """Warm up, then time every variant in interleaved, rotating repetitions; (times, last outputs) by name."""
     times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in STAGES} for n, _ in variants}
     outputs: dict[str, np.ndarray] = {}
     for name, low in variants:
         for _ in range(config.warmup):
             outputs[name] = _once(fuser, low, a, b)[0]
-    frame_hw = a.shape[:2]
-    say(f"backend {fuser.backend.describe()}; frame {frame_hw[1]}x{frame_hw[0]}; {config.repeats} interleaved repetitions")
+    say(f"backend {fuser.backend.describe()}; frame {Size.of(a)} (HxW); {config.repeats} interleaved repetitions")
     for r in range(config.repeats):
         k = r % len(variants)
         for name, low in variants[k:] + variants[:k]:
@@ -180,7 +181,7 @@ def _row(name: str, low: LowResFusion | None, t: dict[str, list[float]], outputs
     y = _luma(outputs[name])
     return {
         "variant": name,
-        "infer_size_hw": list(frame_hw) if low is None else [low.size[1], low.size[0]],
+        "infer_size_hw": list(frame_hw) if low is None else list(low.size),
         "median_ms": round(statistics.median(t["total"]) * 1e3, 1),
         "min_ms": round(min(t["total"]) * 1e3, 1),
         "max_ms": round(max(t["total"]) * 1e3, 1),
@@ -265,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import click
 
-    def hw(text: str) -> tuple[tuple[int, int], ...]:
-        return tuple(tuple(int(v) for v in s.lower().split("x")) for s in text.split(","))  # type: ignore[misc]
+    def hw(text: str) -> tuple[Size, ...]:
+        return tuple(Size(*(int(v) for v in s.lower().split("x"))) for s in text.split(","))
 
     @click.command()
     @click.option("--ir", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEFAULT_PAIR[0])
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         command = f"python -m refusion.benchmarks.infer_size {args}"
         config = InferSizeConfig(ir=ir, vis=vis, model=model, sizes=parsed, repeats=repeats,
                                  interpolation=interpolation, out_dir=out_dir, command=command.strip())
-        report = run_infer_size(config, lambda text: click.echo(text, err=True))
+        report = run_infer_size(config, CallbackProgress(lambda text: click.echo(text, err=True)))
         md, js = write_report(report, out_dir)
         click.echo(format_markdown(report))
         click.echo(f"wrote {md} and {js}")

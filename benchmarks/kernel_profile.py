@@ -24,8 +24,9 @@ from typing import Any, Callable
 from refusion.runtime._deps import require
 from refusion.runtime.errors import RefusionError
 from refusion.runtime.fsutil import atomic_write_text
+from refusion.runtime.progress import Progress
+from refusion.runtime.size import Size
 
-Reporter = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ProfileConfig:
 
     model: Path  # our checkpoint (*.pt) or an authors' .pth
     task: str | None = None  # for the authors' .pth files
-    size: tuple[int, int] = (480, 640)  # (H, W) of the profiled frame
+    size: Size = Size(480, 640)  # the profiled frame
     device: str = "cuda"  # "cuda" or "cpu" (the CPU run is the dry run of the GPU check)
     precisions: tuple[str, ...] = ("fp32", "fp16")
     warmup: int = 3  # unprofiled forwards first (cuDNN algorithm choice, allocator)
@@ -51,7 +52,7 @@ def _time(evt: Any, *names: str) -> float:
     return 0.0
 
 
-def profile_forward(config: ProfileConfig, say: Reporter | None = None) -> dict[str, Any]:
+def profile_forward(config: ProfileConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Profile one forward of F per precision; returns {config, device, torch, runs: [...]}.
 
     Each run: precision, wall_ms (plain forward, synchronised), profiled_wall_ms, kernels
@@ -63,7 +64,7 @@ def profile_forward(config: ProfileConfig, say: Reporter | None = None) -> dict[
 
     from refusion.train.checkpoint import load_fusion_model
 
-    say = say or (lambda _m: None)
+    say = (progress or Progress()).message
     cuda = config.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise RefusionError("rfbench profile --device cuda: torch sees no GPU")
@@ -159,7 +160,7 @@ def _timer(torch: Any, cuda: bool, reps: int) -> Callable[[Callable[[], Any]], f
     return run
 
 
-def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 20) -> list[dict[str, Any]]:
+def candidate_timings(size: Size, device: str = "cuda", reps: int = 20) -> list[dict[str, Any]]:
     """Time F's suspect operations at their real shapes against candidate rewrites (issue 15, item 2).
 
     Per row: op, variant, dtype, shape, median ms per call, max |difference| from the op's first
@@ -168,26 +169,39 @@ def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 2
     3x3 and the 1x1 convolutions. Random inputs; the numbers are per call, not per forward.
     """
     torch = require("torch", "the candidate timings")
-    import torch.nn.functional as F
 
-    cuda = device == "cuda"
     dev = torch.device(device)
-    timed = _timer(torch, cuda, reps)
     h, w = size
-    n = h * w
-    g = torch.Generator().manual_seed(0)
-    rows: list[dict[str, Any]] = []
+    g = torch.Generator().manual_seed(0)  # one stream of random inputs, drawn in the order below
+    table = _CandidateTable(torch, _timer(torch, device == "cuda", reps))
+    _attention_candidates(table, torch, dev, g, h * w)
+    _channel_norm_candidates(table, torch, dev, g, h, w)
+    _conv_candidates(table, torch, dev, g, h, w)
+    return table.rows
 
-    def add(op: str, shape: Any, dtype: str, variants: list[tuple[str, Callable[[], Any]]]) -> None:
+
+class _CandidateTable:
+    """Rows of :func:`candidate_timings`: each variant timed and compared with the op's first variant."""
+
+    def __init__(self, torch: Any, timed: Callable[[Callable[[], Any]], float]) -> None:
+        self.torch, self.timed = torch, timed
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, op: str, shape: Any, dtype: str, variants: list[tuple[str, Callable[[], Any]]]) -> None:
         base = None
         for name, fn in variants:
-            with torch.inference_mode():
+            with self.torch.inference_mode():
                 out = fn()
-                ms = timed(fn)
+                ms = self.timed(fn)
             diff = None if base is None else float((out.float() - base.float()).abs().max())
             base = out if base is None else base
-            rows.append({"op": op, "variant": name, "dtype": dtype, "shape": str(shape), "ms": round(ms, 4),
-                         "max_abs_diff": diff})
+            self.rows.append({"op": op, "variant": name, "dtype": dtype, "shape": str(shape), "ms": round(ms, 4),
+                              "max_abs_diff": diff})
+
+
+def _attention_candidates(table: _CandidateTable, torch: Any, dev: Any, g: Any, n: int) -> None:
+    """q k^T over n = H*W pixels (2 and 4 channels per head, float32 and float16) and the L2 normalisation."""
+    import torch.nn.functional as F
 
     split = next((s for s in (64, 32, 16, 8, 4, 2, 1) if n % s == 0), 1)
     for c in (2, 4):  # channels per head: encoders and AFM (dim 16 / 8 heads), decoder (32 / 8)
@@ -195,7 +209,7 @@ def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 2
             q = F.normalize(torch.randn(1, 8, c, n, generator=g), dim=-1).to(dev, dt)
             k = F.normalize(torch.randn(1, 8, c, n, generator=g), dim=-1).to(dev, dt)
             kt = k.transpose(-2, -1)
-            add("q@k^T", tuple(q.shape), str(dt).replace("torch.", ""), [
+            table.add("q@k^T", tuple(q.shape), str(dt).replace("torch.", ""), [
                 ("matmul (today)", lambda q=q, kt=kt: q @ kt),
                 ("broadcast mul + sum", lambda q=q, k=k: (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1)),
                 (f"split-K x{split} matmul + sum", lambda q=q, k=k, c=c: (
@@ -204,11 +218,17 @@ def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 2
                 ("float32 matmul", lambda q=q, kt=kt: q.float() @ kt.float()),
             ])
     x = torch.randn(1, 8, 4, n, generator=g).to(dev)
-    add("L2 normalise over H*W", tuple(x.shape), "float32", [
+    table.add("L2 normalise over H*W", tuple(x.shape), "float32", [
         ("F.normalize (today)", lambda: F.normalize(x, dim=-1)),
         ("x * rsqrt(sum x^2)", lambda: x * torch.rsqrt((x * x).sum(-1, keepdim=True).clamp_min(1e-24))),
         ("torch.linalg.vector_norm", lambda: x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)),
     ])
+
+
+def _channel_norm_candidates(table: _CandidateTable, torch: Any, dev: Any, g: Any, h: int, w: int) -> None:
+    """ChannelNorm (LayerNorm over channels) at 16 and 32 channels: permuted copies vs statistics in NCHW."""
+    import torch.nn.functional as F
+
     for ch in (16, 32):
         x = torch.randn(1, ch, h, w, generator=g).to(dev)
         wt, bs = torch.randn(ch, generator=g).to(dev), torch.randn(ch, generator=g).to(dev)
@@ -222,19 +242,25 @@ def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 2
             var = (x - mu).pow(2).mean(1, keepdim=True)
             return (x - mu) * torch.rsqrt(var + 1e-5) * wt[:, None, None] + bs[:, None, None]
 
-        add("ChannelNorm", tuple(x.shape), "float32", [
+        table.add("ChannelNorm", tuple(x.shape), "float32", [
             ("permute + layer_norm + permute (today)", permuted),
             ("channel stats in NCHW", direct),
             ("layer_norm on channels_last memory", lambda x=x, wt=wt, bs=bs, ch=ch: F.layer_norm(
                 x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1), (ch,), wt, bs, 1e-5
             ).permute(0, 3, 1, 2)),
         ])
+
+
+def _conv_candidates(table: _CandidateTable, torch: Any, dev: Any, g: Any, h: int, w: int) -> None:
+    """The depthwise 3x3 (48 and 128 channels) and the 1x1 32->128 convolutions: float32 vs float16 layouts."""
+    import torch.nn.functional as F
+
     for ch in (48, 128):  # qkv depthwise (3 x 16) and the FFN depthwise (2 x 2 x 32)
         x = torch.randn(1, ch, h, w, generator=g).to(dev)
         wt = torch.randn(ch, 1, 3, 3, generator=g).to(dev)
         xh, wh = x.half(), wt.half()
         xl = xh.contiguous(memory_format=torch.channels_last)
-        add("depthwise 3x3", tuple(x.shape), "mixed", [
+        table.add("depthwise 3x3", tuple(x.shape), "mixed", [
             ("float32 NCHW (today)", lambda x=x, wt=wt, ch=ch: F.conv2d(x, wt, padding=1, groups=ch)),
             ("float16 NCHW", lambda xh=xh, wh=wh, ch=ch: F.conv2d(xh, wh, padding=1, groups=ch)),
             ("float16 channels_last", lambda xl=xl, wh=wh, ch=ch: F.conv2d(xl, wh, padding=1, groups=ch)),
@@ -243,12 +269,11 @@ def candidate_timings(size: tuple[int, int], device: str = "cuda", reps: int = 2
     wt = torch.randn(128, 32, 1, 1, generator=g).to(dev)
     xh, wh = x.half(), wt.half()
     xl = xh.contiguous(memory_format=torch.channels_last)
-    add("1x1 conv 32->128", tuple(x.shape), "mixed", [
+    table.add("1x1 conv 32->128", tuple(x.shape), "mixed", [
         ("float32 NCHW (today)", lambda: F.conv2d(x, wt)),
         ("float16 NCHW", lambda: F.conv2d(xh, wh)),
         ("float16 channels_last", lambda: F.conv2d(xl, wh)),
     ])
-    return rows
 
 
 def to_text(report: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from refusion.runtime.clitools import friendly_errors, parse_size
+from refusion.runtime.progress import CallbackProgress
 
 
 @click.command("profile")
@@ -29,7 +30,7 @@ def profile(model, task, size, device, precisions, rows, candidates, out) -> Non
     config = ProfileConfig(model=model, task=task, size=parse_size(size, min_side=16), device=device,
                            precisions=tuple(dict.fromkeys(precisions)), row_limit=rows,
                            candidates=candidates)
-    report = profile_forward(config, say=lambda m: click.echo(m, err=True))
+    report = profile_forward(config, CallbackProgress(lambda m: click.echo(m, err=True)))
     click.echo(to_text(report))
     if out is not None:
         for path in write_report(report, out):

@@ -37,11 +37,13 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from refusion.runtime.errors import EngineError, MissingDependencyError, RefusionError
+from refusion.runtime.progress import Progress
+from refusion.runtime.size import Size
 
 from .latency_config import (
     BACKENDS,
@@ -52,7 +54,6 @@ from .latency_config import (
     GRAPHS,
     SIZES,
     LatencyConfig,
-    Reporter,
     Row,
 )
 from .latency_env import host_info, measure_memory_end, measure_memory_start, versions
@@ -159,7 +160,7 @@ def _pipeline_folders(source: Path | None) -> tuple[str, str]:
     raise EngineError(f"{source}: expected two image folders ir/ and vis/ (or a/ and b/) for --pipeline")
 
 
-def run_pipeline(config: LatencyConfig, models: Models, say: Reporter) -> dict[str, Any]:
+def run_pipeline(config: LatencyConfig, models: Models, say: Callable[[str], None]) -> dict[str, Any]:
     """The rfrun pipeline (refusion.runtime.pipeline.run) on a recorded pair of sequences, per stage."""
     from refusion.runtime.backends.ort import OrtBackend
     from refusion.runtime.pipeline import RunConfig, run
@@ -187,12 +188,13 @@ def run_pipeline(config: LatencyConfig, models: Models, say: Reporter) -> dict[s
 # ----------------------------------------------------------------------------- main entry
 
 
-def run_latency(config: LatencyConfig, report: Reporter | None = None) -> dict[str, Any]:
+def run_latency(config: LatencyConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Measure every (backend, graph, size) of ``config``; returns the report dict (see :data:`JSON_KEYS`).
 
-    Writes ``<out_dir>/<result_stem>.json`` and ``.md`` when ``config.out_dir`` is set.
+    Writes ``<out_dir>/<result_stem>.json`` and ``.md`` when ``config.out_dir`` is set; what it does goes
+    to ``progress`` as messages.
     """
-    say = report or (lambda _m: None)
+    say = (progress or Progress()).message
     _check_config(config)
     report_dict: dict[str, Any] = {
         "schema": 1,
@@ -233,7 +235,7 @@ def _check_config(config: LatencyConfig) -> None:
 
 
 def _measure_rows(config: LatencyConfig, models: Models, pair: tuple[np.ndarray, np.ndarray],
-                  say: Reporter) -> tuple[list[Row], dict[tuple[str, str], str]]:
+                  say: Callable[[str], None]) -> tuple[list[Row], dict[tuple[str, str], str]]:
     """Every (graph, size, backend) row, and why each skipped (backend, graph) was skipped."""
     # torch eager first: its output is the error reference of every other row
     order = sorted(config.backends, key=lambda b: (b not in BASELINE_TORCH, list(BACKENDS).index(b)))
@@ -249,9 +251,9 @@ def _measure_rows(config: LatencyConfig, models: Models, pair: tuple[np.ndarray,
     return rows, skipped
 
 
-def _measure_row(config: LatencyConfig, models: Models, backend: str, graph: str, size: tuple[int, int],
+def _measure_row(config: LatencyConfig, models: Models, backend: str, graph: str, size: Size,
                  a: np.ndarray, b: np.ndarray, ref: np.ndarray | None, skipped: dict[tuple[str, str], str],
-                 say: Reporter) -> tuple[Row, np.ndarray | None]:
+                 say: Callable[[str], None]) -> tuple[Row, np.ndarray | None]:
     """One row: prepare, time, compare with ``ref`` (the torch FP32 output, made here when still None).
 
     A backend that cannot run here is recorded in ``skipped`` and not tried again for this graph.
@@ -295,7 +297,7 @@ def _measure_row(config: LatencyConfig, models: Models, backend: str, graph: str
     return row, ref
 
 
-def _failed(row: Row, exc: BaseException, say: Reporter) -> Row:
+def _failed(row: Row, exc: BaseException, say: Callable[[str], None]) -> Row:
     h, w = row.size
     row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     say(f"{row.backend} {row.graph} {h}x{w} failed: {row.reason}")

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from refusion.runtime.clitools import friendly_errors, parse_size
+from refusion.runtime.progress import CallbackProgress
+from refusion.runtime.size import Size
 
 from .latency import BACKENDS, DEVICE_BACKENDS, GRAPHS, LatencyConfig
 from .results_io import DEFAULT_RESULTS_DIR, check_results_dir
@@ -14,16 +16,9 @@ from .results_io import DEFAULT_RESULTS_DIR, check_results_dir
 DEFAULT_OUT = DEFAULT_RESULTS_DIR  # relative to the current folder, never the package's benchmarks/results
 
 
-def _size(text: str) -> tuple[int, int]:
-    """'480x640' (HxW) -> (480, 640)."""
+def _size(text: str) -> Size:
+    """'480x640' (HxW) -> Size(480, 640)."""
     return parse_size(text, min_side=16)
-
-
-def _wh(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    h, w = _size(text)
-    return w, h
 
 
 @click.command("latency")
@@ -86,11 +81,11 @@ def latency(model, task, device, backends, sizes, graphs, warmup, iters, max_row
         pipeline=pipeline,
         pipeline_source=pipeline_source,
         pipeline_frames=pipeline_frames,
-        pipeline_size=_wh(pipeline_size),
+        pipeline_size=None if pipeline_size is None else _size(pipeline_size),
         profile=profile,
         tag=tag,
     )
-    report = run_latency(config, report=lambda msg: click.echo(msg, err=True))
+    report = run_latency(config, CallbackProgress(lambda msg: click.echo(msg, err=True)))
     click.echo(to_markdown(report))
     for path in report.get("files", []):
         click.echo(f"wrote {path}", err=True)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from refusion.runtime.size import Size
 
-Reporter = Callable[[str], None]
-
-SIZES: tuple[tuple[int, int], ...] = ((256, 256), (480, 640), (720, 1280), (1080, 1920))
+SIZES: tuple[Size, ...] = (Size(256, 256), Size(480, 640), Size(720, 1280), Size(1080, 1920))
 GRAPHS: tuple[str, ...] = ("core", "colour")
 #: Backend name -> (device, precision).
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -49,7 +47,7 @@ class LatencyConfig:
     model: Path  # our checkpoint (*.pt) or an authors' .pth
     task: str | None = None  # for the authors' .pth files (they do not store it)
     backends: tuple[str, ...] = DEVICE_BACKENDS["cpu"]
-    sizes: tuple[tuple[int, int], ...] = ((256, 256), (480, 640))  # (H, W)
+    sizes: tuple[Size, ...] = (Size(256, 256), Size(480, 640))
     graphs: tuple[str, ...] = GRAPHS
     warmup: int = 2  # untimed runs per row (torch.compile compiles during these)
     iters: int = 10  # timed runs per row, fewer when a row would exceed max_row_s
@@ -63,9 +61,9 @@ class LatencyConfig:
     pipeline: bool = False  # also time the rfrun pipeline per stage
     pipeline_source: Path | None = None  # folder with a/ b/ (or ir/ vis/) image sequences; None = TNO seq_Tree or demo
     pipeline_frames: int = 10
-    pipeline_size: tuple[int, int] | None = None  # (W, H) for the pipeline run; None = the source's
+    pipeline_size: Size | None = None  # the pipeline run resizes its sources to this; None = the source's
     profile: bool = False  # ORT per-op profile (aggregated by op type) of ort-cpu-default and ort-cpu
-    profile_size: tuple[int, int] = (240, 320)
+    profile_size: Size = Size(240, 320)
     tag: str = ""  # appended to the result file names
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .latency_config import LatencyConfig, Reporter
+from .latency_config import LatencyConfig
 
 
 def input_pair(config: LatencyConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def core_inputs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Models:
     """Loads the network once and exports the ONNX files the rows need, on demand."""
 
-    def __init__(self, config: LatencyConfig, work_dir: Path, say: Reporter) -> None:
+    def __init__(self, config: LatencyConfig, work_dir: Path, say: Callable[[str], None]) -> None:
         self.config, self.dir, self.say = config, work_dir, say
         self._loaded: Any = None
         self._files: dict[str, Path] = {}

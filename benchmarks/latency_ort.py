@@ -11,7 +11,7 @@ import numpy as np
 
 from refusion.runtime.errors import RefusionError
 
-from .latency_config import LatencyConfig, Reporter
+from .latency_config import LatencyConfig
 from .latency_models import Models, Prepared, Skip, colour_feeds, core_feeds, ort_or_skip, resize_pair
 
 
@@ -94,7 +94,7 @@ def profile_ort(path: Path, session_options: Any, feeds: dict[str, np.ndarray], 
     }
 
 
-def run_profiles(config: LatencyConfig, models: Models, pair: tuple[np.ndarray, np.ndarray], say: Reporter) -> dict[str, Any]:
+def run_profiles(config: LatencyConfig, models: Models, pair: tuple[np.ndarray, np.ndarray], say: Callable[[str], None]) -> dict[str, Any]:
     ort = ort_or_skip()
     from refusion.runtime.ort_tuning import cpu_session_options
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from refusion.runtime._deps import require
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
 from refusion.runtime.imageio import pair_folders, read_image, write_image
+from refusion.runtime.progress import Progress
 
 from refusion.runtime import metrics as M
 from .baselines import check_pair, compose_colour, get_baseline, to_uint8, ycrcb01
@@ -243,12 +244,13 @@ def build_methods(config: QualityConfig) -> list[Method]:
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(
     config: QualityConfig,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     methods: list[Method] | None = None,
 ) -> dict:
     """Run every method over the pairs and return the report dict (see module doc).
 
-    ``progress(done, total, text)`` is called after each (pair, method);
+    ``progress`` gets ``start`` with the number of (pair, method) fusions, a ``step`` after each
+    (``{"done": n, "total": N, "postfix": "<pair> <method>"}``) and ``close``;
     ``methods`` overrides the ones built from ``config`` (for custom fusion functions).
     """
     if config.task not in TASK_ROLES:
@@ -265,32 +267,45 @@ def evaluate(
     if methods is None:
         methods = build_methods(config)
     results = [MethodResult(m.label, m.kind, m.source, {n: [] for n in names}) for m in methods]
-    total, done = len(pairs) * len(methods), 0
+    progress = progress or Progress()
+    total = len(pairs) * len(methods)
+    progress.start(total, 0, "quality")
+    try:
+        for i, pair in enumerate(pairs):
+            for j, text in enumerate(_score_pair(config, pair, methods, results, names)):
+                progress.step({"done": i * len(methods) + j + 1, "total": total, "postfix": text})
+    finally:
+        progress.close()
+    return _report(config, pairs, methods, results, names)
 
-    for pair in pairs:
-        img_a, img_b = read_image(pair.path_a), read_image(pair.path_b)
+
+def _score_pair(config: QualityConfig, pair: Pair, methods: list[Method], results: list[MethodResult],
+                names: tuple[str, ...]) -> Iterator[str]:
+    """Fuse ``pair`` with every method and add its metrics to ``results``; yields "<pair> <method>" after each."""
+    img_a, img_b = read_image(pair.path_a), read_image(pair.path_b)
+    try:
+        bgr_a, bgr_b = check_pair(img_a, img_b)
+    except SizeError as exc:
+        raise SizeError(f"pair {pair.name}: {exc}") from None
+    ga, gb = source_grey(bgr_a), source_grey(bgr_b)
+    for meth, res in zip(methods, results):
+        t0 = time.perf_counter()
+        grey, bgr = meth.fuse(bgr_a, bgr_b)
+        res.seconds.append(time.perf_counter() - t0)
         try:
-            bgr_a, bgr_b = check_pair(img_a, img_b)
+            scores = M.compute_metrics(ga, gb, grey, names)
         except SizeError as exc:
-            raise SizeError(f"pair {pair.name}: {exc}") from None
-        ga, gb = source_grey(bgr_a), source_grey(bgr_b)
-        for meth, res in zip(methods, results):
-            t0 = time.perf_counter()
-            grey, bgr = meth.fuse(bgr_a, bgr_b)
-            res.seconds.append(time.perf_counter() - t0)
-            try:
-                scores = M.compute_metrics(ga, gb, grey, names)
-            except SizeError as exc:
-                raise SizeError(f"pair {pair.name}, {meth.label}: {exc}") from None
-            for n, v in scores.items():
-                res.values[n].append(v)
-            if config.save_images_to is not None:
-                write_image(Path(config.save_images_to) / meth.label / f"{pair.name}.png", bgr)
-            done += 1
-            if progress is not None:
-                progress(done, total, f"{pair.name} {meth.label}")
+            raise SizeError(f"pair {pair.name}, {meth.label}: {exc}") from None
+        for n, v in scores.items():
+            res.values[n].append(v)
+        if config.save_images_to is not None:
+            write_image(Path(config.save_images_to) / meth.label / f"{pair.name}.png", bgr)
+        yield f"{pair.name} {meth.label}"
 
-    rows = [r.row() for r in results]
+
+def _report(config: QualityConfig, pairs: list[Pair], methods: list[Method], results: list[MethodResult],
+            names: tuple[str, ...]) -> dict:
+    """The report dict of one evaluation (with the paper's row when ``config.paper_dataset`` is set)."""
     report = {
         "benchmark": "quality",
         "task": config.task,
@@ -302,7 +317,7 @@ def evaluate(
         "metrics": list(names),
         "metric_labels": {n: M.METRICS[n][0] for n in names},
         "conventions": CONVENTIONS,
-        "rows": rows,
+        "rows": [r.row() for r in results],
         "environment": environment(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -7,6 +7,7 @@ import click
 
 from refusion.runtime.clitools import friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
+from refusion.runtime.progress import TqdmProgress
 
 from .baselines import BASELINES
 from refusion.runtime.metrics import METRICS, canonical_metric
@@ -116,20 +117,7 @@ def quality(
     )
     check_outputs(out, task, config.save_images_to, overwrite)
 
-    from tqdm import tqdm
-
-    bar = tqdm(desc="quality", unit="img", disable=no_progress, leave=False, delay=1.0)
-
-    def tick(done: int, total: int, text: str) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.set_postfix_str(text, refresh=False)
-        bar.update(1)
-
-    try:
-        report = evaluate(config, progress=tick)
-    finally:
-        bar.close()
+    report = evaluate(config, TqdmProgress(quiet=no_progress, unit="img", leave=False, delay=1.0))
     json_path, md_path = write_report(report, out, overwrite=overwrite)
     click.echo(report_to_markdown(report))
     click.echo(f"wrote {json_path} and {md_path}")

@@ -15,6 +15,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main() -> None:
@@ -30,7 +31,6 @@ def main() -> None:
     import torch
 
     from refusion.train.config import TrainConfig
-    from refusion.train.meta import MetaConfig, MetaLearner
     from refusion.train.trainer import build_networks
 
     torch.set_num_threads(args.threads)
@@ -38,40 +38,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 2, args.size, args.size, generator=g)
     y = torch.rand(args.batch, 2, args.size, args.size, generator=g)
-    rows, ref = [], {}
+    rows: list[dict] = []
+    ref: dict[str, float] = {}
     for variant in args.variants.split(","):
-        nets = [copy.deepcopy(m) for m in base]
-        xx, yy = x, y
-        ctx = contextlib.nullcontext
-        if variant == "bf16":
-            ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-        elif variant == "channels_last":
-            nets = [m.to(memory_format=torch.channels_last) for m in nets]
-            xx, yy = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
-        elif variant == "compile":
-            nets = [torch.compile(m) for m in nets]
-        learner = MetaLearner(*nets, MetaConfig(lr=1e-4))
-        row = {"variant": variant}
-        for step, fn in (("fusion", lambda: learner.fusion_step(xx, xx)),
-                         ("meta", lambda: learner.meta_step(xx, xx, yy, yy))):
-            try:
-                with ctx():
-                    t0 = time.perf_counter()
-                    first = fn()  # warm-up (and compile)
-                    row[f"{step}_first_s"] = time.perf_counter() - t0
-                    times = []
-                    for _ in range(args.repeats):
-                        t0 = time.perf_counter()
-                        fn()
-                        times.append(time.perf_counter() - t0)
-                row[f"{step}_s"] = statistics.median(times)
-                loss = float(first["loss_f" if step == "fusion" else "meta_loss"])
-                ref.setdefault(step, loss)
-                row[f"{step}_loss_rel_diff"] = abs(loss - ref[step]) / abs(ref[step])
-            except Exception as exc:  # a variant that cannot run is reported, not fatal
-                row[f"{step}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(_time_variant(torch, variant, base, x, y, args.repeats, ref))
+        print(json.dumps(rows[-1]), flush=True)
     report = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
               "threads": args.threads, "size": args.size, "batch": args.batch, "rows": rows,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -79,9 +50,55 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"train_variants_cpu_crop{args.size}_torch{torch.__version__.replace('+', '-')}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = _markdown(args, report)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _time_variant(torch: Any, variant: str, base: Any, x: Any, y: Any, repeats: int, ref: dict[str, float]) -> dict:
+    """One row: the fusion and meta step of ``variant`` timed (median of ``repeats`` after a warm-up),
+    their losses relative to the first variant's (``ref``, filled by the first row)."""
+    from refusion.train.meta import MetaConfig, MetaLearner
+
+    nets = [copy.deepcopy(m) for m in base]
+    xx, yy = x, y
+    ctx = contextlib.nullcontext
+    if variant == "bf16":
+        ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    elif variant == "channels_last":
+        nets = [m.to(memory_format=torch.channels_last) for m in nets]
+        xx, yy = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
+    elif variant == "compile":
+        nets = [torch.compile(m) for m in nets]
+    learner = MetaLearner(*nets, MetaConfig(lr=1e-4))
+    row: dict[str, Any] = {"variant": variant}
+    for step, fn in (("fusion", lambda: learner.fusion_step(xx, xx)),
+                     ("meta", lambda: learner.meta_step(xx, xx, yy, yy))):
+        try:
+            with ctx():
+                t0 = time.perf_counter()
+                first = fn()  # warm-up (and compile)
+                row[f"{step}_first_s"] = time.perf_counter() - t0
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+            row[f"{step}_s"] = statistics.median(times)
+            loss = float(first["loss_f" if step == "fusion" else "meta_loss"])
+            ref.setdefault(step, loss)
+            row[f"{step}_loss_rel_diff"] = abs(loss - ref[step]) / abs(ref[step])
+        except Exception as exc:  # a variant that cannot run is reported, not fatal
+            row[f"{step}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return row
+
+
+def _markdown(args: argparse.Namespace, report: dict) -> list[str]:
+    """The markdown table of the report, speeds relative to the fp32 row."""
+    rows = report["rows"]
     fp32 = {r["variant"]: r for r in rows}.get("fp32", {})
     lines = [f"# Training-step variants on the CPU ({args.threads} threads, batch {args.batch} x {args.size}x{args.size})",
-             "", f"torch {torch.__version__}, {report['time']}; median of {args.repeats} after one warm-up step",
+             "", f"torch {report['torch']}, {report['time']}; median of {args.repeats} after one warm-up step",
              "", "| variant | fusion step (s) | vs fp32 | meta step (s) | vs fp32 | loss rel. diff (fusion, meta) | first step (s) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -95,8 +112,7 @@ def main() -> None:
         diffs = f"{r.get('fusion_loss_rel_diff', float('nan')):.1e}, {r.get('meta_loss_rel_diff', float('nan')):.1e}"
         first = f"{r.get('fusion_first_s', float('nan')):.1f}, {r.get('meta_first_s', float('nan')):.1f}"
         lines.append(f"| {r['variant']} | {fs} | {fr} | {ms} | {mr} | {diffs} | {first} |")
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from refusion.runtime.clitools import SizeType, friendly_errors, setup_logging
+from refusion.runtime.progress import CallbackProgress
 
 TASK_CHOICES = ("ivif", "mif", "mfif", "meif")  # = refusion.train.checkpoint.TASKS (not imported: torch)
 
@@ -144,7 +145,7 @@ def export_cmd(model: Path, task, out_dir, fp16, overwrite, opset, check_images,
         fp16_tolerance_levels=fp16_tolerance if fp16_tolerance is not None else base.fp16_tolerance_levels,
     )
     wf = WorkflowConfig(export=cfg, engine=engine, engine_template=_engine_config(Path("."), None, kw), triton_repo=kw["triton_repo"])
-    run_export(wf, click.echo)
+    run_export(wf, CallbackProgress(click.echo))
 
 
 @main.command("engine")
@@ -164,7 +165,7 @@ def engine_cmd(onnx: Path, out, overwrite, **kw) -> None:
     from .tensorrt_build import build_engine
 
     kw["overwrite"] = overwrite
-    result = build_engine(_engine_config(onnx, out, kw), click.echo)
+    result = build_engine(_engine_config(onnx, out, kw), CallbackProgress(click.echo))
     if kw["triton_repo"] is not None:
         from .triton import add_to_repo
 

@@ -29,8 +29,9 @@ import numpy as np
 
 from refusion.runtime.card import ModelCard, Provenance, onnx_metadata
 from refusion.runtime.errors import CheckpointError, EngineError
+from refusion.runtime.progress import Progress
+from refusion.runtime.size import Size
 
-Reporter = Callable[[str], None]
 
 GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, dict[int, str]]]] = {
     "core": (
@@ -69,8 +70,8 @@ class ExportConfig:
     overwrite: bool = False
     opset: int = 17
     graphs: tuple[str, ...] = ("core", "colour")
-    check_sizes: tuple[tuple[int, int], ...] = ((120, 160), (97, 131))  # (H, W) ORT vs torch
-    fp16_check_sizes: tuple[tuple[int, int], ...] = ((480, 640), (1080, 1920))  # FP16 vs FP32 in ORT
+    check_sizes: tuple[Size, ...] = (Size(120, 160), Size(97, 131))  # ORT vs torch
+    fp16_check_sizes: tuple[Size, ...] = (Size(480, 640), Size(1080, 1920))  # FP16 vs FP32 in ORT
     check_images: tuple[Path, Path] | None = None  # a real pair (source a, source b); else synthetic
     training_data: str = ""  # free text for the model card (our checkpoints store their own)
     fp16_tolerance_levels: float = TOL["fp16_levels"]  # largest FP16 vs FP32 difference accepted (8-bit levels)
@@ -301,7 +302,7 @@ def _y(bgr: np.ndarray) -> np.ndarray:
 
 
 def check_core(
-    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]], label: str = ""
+    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[Size], label: str = ""
 ) -> list[str]:
     """ORT core graph vs torch F at each size; raises ExportCheckError beyond ``TOL['core_fp32_abs']``.
 
@@ -334,7 +335,7 @@ def level_stats(x: np.ndarray, y: np.ndarray) -> tuple[int, float]:
 
 
 def check_colour(
-    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[tuple[int, int]], label: str = ""
+    path: Path, net: Any, pair: tuple[np.ndarray, np.ndarray], sizes: Sequence[Size], label: str = ""
 ) -> list[str]:
     """ORT colour graph (minmax state) vs train/fuse.py ``fuse_pair`` at each size, and the ema/none states."""
     from refusion.train.fuse import fuse_pair
@@ -382,7 +383,7 @@ def check_fp16(
     fp32_path: Path,
     graph: str,
     pair: tuple[np.ndarray, np.ndarray],
-    sizes: Sequence[tuple[int, int]],
+    sizes: Sequence[Size],
     tolerance_levels: float = TOL["fp16_levels"],
     label: str = "",
 ) -> list[str]:
@@ -426,17 +427,47 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def export_model(config: ExportConfig, report: Reporter | None = None) -> ExportResult:
+def export_model(config: ExportConfig, progress: Progress | None = None) -> ExportResult:
     """Export the model of ``config`` to checked ONNX files; returns what was written and measured.
 
     Raises CheckpointError for a model file we cannot read (or an authors' file
     without ``task``), EngineError for existing outputs without ``overwrite``,
     ExportCheckError when a check fails (nothing is left under the final names then).
+    What it does goes to ``progress`` as messages.
     """
     from refusion.train.checkpoint import TASKS, load_fusion_model
 
-    say = report or (lambda _msg: None)
+    say = (progress or Progress()).message
     model = Path(config.model)
+    paths = _checked_outputs(config, model)
+    loaded = load_fusion_model(model, config.task)
+    if loaded.kind == "official" and loaded.task is None:
+        raise CheckpointError(f"{model} is an authors' .pth, which does not store its task: pass --task ({', '.join(TASKS)})")
+    net = loaded.net
+    card = build_card(loaded, config.training_data)
+    pair = check_pair(config)
+    say(f"model: {model.name} ({loaded.kind}, task {loaded.task}); checks on {pair[2]}")
+    result = ExportResult(card=card)
+    tmp = {k: _tmp_path(p) for k, p in paths.items()}
+    fp32_keys = [k for k in tmp if k.endswith(".fp32")]
+    fp16_keys = [k for k in tmp if k.endswith(".fp16")]
+    try:
+        for key in fp32_keys:  # FP32 first: written even when an FP16 graph is refused
+            result.checks.extend(_export_fp32(net, key, tmp[key], paths[key].name, card, config, pair[:2], say))
+        _publish(fp32_keys, tmp, paths, result)
+        for key in fp16_keys:
+            result.checks.extend(_export_fp16(net, key, tmp[key], paths, card, config, pair[:2], say, result.files))
+        _publish(fp16_keys, tmp, paths, result)
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+    return result
+
+
+def _checked_outputs(config: ExportConfig, model: Path) -> dict[str, Path]:
+    """The output paths of ``config`` (key "graph.precision"), after checking the request; nothing is written."""
+    from refusion.train.checkpoint import TASKS
+
     if model.suffix.lower() in (".onnx", ".plan", ".engine"):
         raise CheckpointError(
             f"{model}: expected our checkpoint (*.pt) or an authors' ReFusion state_dict (*.pth); "
@@ -454,60 +485,56 @@ def export_model(config: ExportConfig, report: Reporter | None = None) -> Export
     from .tensorrt_build import check_writable
 
     check_writable(next(iter(paths.values())).parent)  # before any work
+    return paths
 
-    loaded = load_fusion_model(model, config.task)
-    if loaded.kind == "official" and loaded.task is None:
-        raise CheckpointError(f"{model} is an authors' .pth, which does not store its task: pass --task ({', '.join(TASKS)})")
-    net = loaded.net
-    card = build_card(loaded, config.training_data)
-    pair = check_pair(config)
-    say(f"model: {model.name} ({loaded.kind}, task {loaded.task}); checks on {pair[2]}")
-    result = ExportResult(card=card)
-    tmp = {k: _tmp_path(p) for k, p in paths.items()}
-    fp32_keys = [k for k in tmp if k.endswith(".fp32")]
-    fp16_keys = [k for k in tmp if k.endswith(".fp16")]
+
+def _export_fp32(net: Any, key: str, tmp: Path, name: str, card: ModelCard, config: ExportConfig,
+                 pair: tuple[np.ndarray, np.ndarray], say: Callable[[str], None]) -> list[str]:
+    """Export one FP32 graph to ``tmp`` and check it against torch; the check lines (also said)."""
+    graph = key.split(".")[0]
+    export_graph(net, graph, False, tmp, card, config.opset)
+    say(f"exported {name}")
+    check = check_core if graph == "core" else check_colour
+    lines = check(tmp, net, pair, config.check_sizes, label=name)
+    for line in lines:
+        say(line)
+    return lines
+
+
+def _export_fp16(net: Any, key: str, tmp: Path, paths: dict[str, Path], card: ModelCard, config: ExportConfig,
+                 pair: tuple[np.ndarray, np.ndarray], say: Callable[[str], None], written: dict[str, Path]) -> list[str]:
+    """Export one FP16 graph to ``tmp``, lint it and check it against its FP32 graph; the check lines (also said).
+
+    Fp16ToleranceError names the FP32 graphs already ``written`` and the --fp16-tolerance that would accept it.
+    """
+    from .fp16 import lint_fp16
+
+    graph = key.split(".")[0]
+    export_graph(net, graph, True, tmp, card, config.opset)
+    say(f"exported {paths[key].name}")
+    problems = lint_fp16(_onnx().load(str(tmp)), graph)
+    if problems:
+        raise ExportCheckError(f"{paths[key].name} fails the FP16 lint: " + "; ".join(problems))
+    lines = [f"{graph} fp16 lint: every reduction over H*W is float32"]
     try:
-        for key in fp32_keys:  # FP32 first: written even when an FP16 graph is refused
-            graph = key.split(".")[0]
-            export_graph(net, graph, False, tmp[key], card, config.opset)
-            say(f"exported {paths[key].name}")
-            check = check_core if graph == "core" else check_colour
-            lines = check(tmp[key], net, pair[:2], config.check_sizes, label=paths[key].name)
-            for line in lines:
-                say(line)
-            result.checks.extend(lines)
-        for key in fp32_keys:
-            os.replace(tmp[key], paths[key])
-            result.files[key] = paths[key]
-        for key in fp16_keys:
-            graph = key.split(".")[0]
-            export_graph(net, graph, True, tmp[key], card, config.opset)
-            say(f"exported {paths[key].name}")
-            from .fp16 import lint_fp16
+        lines += check_fp16(
+            tmp, paths[f"{graph}.fp32"], graph, pair, config.fp16_check_sizes,
+            config.fp16_tolerance_levels, label=paths[key].name,
+        )
+    except Fp16ToleranceError as exc:
+        done = ", ".join(str(p) for p in written.values())
+        raise Fp16ToleranceError(
+            f"{exc}. FP16 graphs refused; the FP32 graphs were written ({done}). To accept this FP16 "
+            f"graph anyway, rerun with --fp16-tolerance {int(np.ceil(exc.levels)) if np.isfinite(exc.levels) else 'N'}",
+            exc.levels,
+        ) from None
+    for line in lines:
+        say(line)
+    return lines
 
-            problems = lint_fp16(_onnx().load(str(tmp[key])), graph)
-            if problems:
-                raise ExportCheckError(f"{paths[key].name} fails the FP16 lint: " + "; ".join(problems))
-            lines = [f"{graph} fp16 lint: every reduction over H*W is float32"]
-            try:
-                lines += check_fp16(
-                    tmp[key], paths[f"{graph}.fp32"], graph, pair[:2], config.fp16_check_sizes,
-                    config.fp16_tolerance_levels, label=paths[key].name,
-                )
-            except Fp16ToleranceError as exc:
-                written = ", ".join(str(p) for k, p in result.files.items())
-                raise Fp16ToleranceError(
-                    f"{exc}. FP16 graphs refused; the FP32 graphs were written ({written}). To accept this FP16 "
-                    f"graph anyway, rerun with --fp16-tolerance {int(np.ceil(exc.levels)) if np.isfinite(exc.levels) else 'N'}",
-                    exc.levels,
-                ) from None
-            for line in lines:
-                say(line)
-            result.checks.extend(lines)
-        for key in fp16_keys:
-            os.replace(tmp[key], paths[key])
-            result.files[key] = paths[key]
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-    return result
+
+def _publish(keys: list[str], tmp: dict[str, Path], paths: dict[str, Path], result: ExportResult) -> None:
+    """Move the checked temporary files of ``keys`` to their final names."""
+    for key in keys:
+        os.replace(tmp[key], paths[key])
+        result.files[key] = paths[key]

@@ -33,6 +33,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from refusion.runtime.size import Size
+
 #: Largest |optimised - original| accepted by :func:`verify_equal` (float outputs in [0, 1]).
 VERIFY_ATOL = 1e-5
 #: The same for FP16 graphs: the split convs compute the same dot products, but ORT's float16
@@ -191,66 +193,84 @@ def split_chunked_convs(model: Any) -> int:
     :func:`fold_static_channels` first so the Slice bounds are constants.
     Returns the number of chains split.
     """
-    onnx = _onnx()
     g = model.graph
     consts = _constants(g)
     inits = {i.name: i for i in g.initializer}
     nodes = _copy_nodes(g)
     producer = {o: n for n in nodes for o in n.output}
+    graph_outputs = {o.name for o in g.output}
     count = 0
     for dw in [n for n in nodes if n.op_type == "Conv"]:
-        consumers = _consumers_of(nodes)
-        a_dw = _attrs(dw)
-        wd = consts.get(dw.input[1])
-        if wd is None or dw.input[1] not in inits:
+        chain = _chunked_chain(dw, producer, _consumers_of(nodes), consts, inits, graph_outputs)
+        if chain is None:
             continue
-        ch = int(wd.shape[0])
-        if a_dw.get("group", 1) != ch or wd.shape[1] != 1 or ch < 2:
-            continue
-        pw = producer.get(dw.input[0])
-        if pw is None or pw.op_type != "Conv" or pw.input[1] not in inits:
-            continue
-        w1 = consts[pw.input[1]]
-        if w1.shape[2:] != (1, 1) or _attrs(pw).get("group", 1) != 1 or len(consumers.get(pw.output[0], [])) != 1:
-            continue
-        readers = consumers.get(dw.output[0], [])
-        slices = [r for r in readers if r.op_type != "Shape"]
-        ranges = [_slice_range(s, consts) for s in slices]
-        if len(slices) < 2 or any(r is None for r in ranges) or dw.output[0] in {o.name for o in g.output}:
-            continue
-        ranges = [(max(0, s), min(ch, e)) for s, e in ranges]  # type: ignore[misc]
-        if sorted(ranges) != sorted(set(ranges)):
-            continue
-        covered = sorted(ranges)
-        if covered[0][0] != 0 or covered[-1][1] != ch or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
-            continue
-        b1 = consts.get(pw.input[2]) if len(pw.input) > 2 and pw.input[2] else None
-        bd = consts.get(dw.input[2]) if len(dw.input) > 2 and dw.input[2] else None
+        pw, slices, ranges = chain
         pos = next(i for i, n in enumerate(nodes) if n is pw)
-        new_nodes = []
-        for k, (sl, (s, e)) in enumerate(zip(slices, ranges)):
-            tag = f"{dw.name or dw.output[0]}_part{k}"
-            w1_name, wd_name = f"{tag}_pw_weight", f"{tag}_dw_weight"
-            g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(w1[s:e]), w1_name))
-            g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(wd[s:e]), wd_name))
-            pw_inputs = [pw.input[0], w1_name]
-            if b1 is not None:
-                pw_inputs.append(f"{tag}_pw_bias")
-                g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(b1[s:e]), pw_inputs[-1]))
-            dw_inputs = [f"{tag}_pw_out", wd_name]
-            if bd is not None:
-                dw_inputs.append(f"{tag}_dw_bias")
-                g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(bd[s:e]), dw_inputs[-1]))
-            new_nodes.append(onnx.helper.make_node("Conv", pw_inputs, [f"{tag}_pw_out"], name=f"{tag}_pw", **_attrs(pw)))
-            attrs = dict(a_dw, group=e - s)
-            # The Slice's output name is kept, so everything downstream is untouched.
-            new_nodes.append(onnx.helper.make_node("Conv", dw_inputs, [sl.output[0]], name=f"{tag}_dw", **attrs))
+        new_nodes = _split_chain(g, pw, dw, slices, ranges, consts)
         gone = {id(pw), id(dw), *(id(x) for x in slices)}
         nodes = [n for n in nodes[:pos] if id(n) not in gone] + new_nodes + [n for n in nodes[pos:] if id(n) not in gone]
         producer = {o: n for n in nodes for o in n.output}
         count += 1
     _set_nodes(g, nodes)
     return count
+
+
+def _chunked_chain(dw: Any, producer: dict[str, Any], consumers: dict[str, list[Any]], consts: dict[str, np.ndarray],
+                   inits: dict[str, Any], graph_outputs: set[str]) -> tuple[Any, list[Any], list[tuple[int, int]]] | None:
+    """(1x1 conv, Slices, their channel ranges) when ``dw`` is the depthwise conv of a splittable chain, else None."""
+    wd = consts.get(dw.input[1])
+    if wd is None or dw.input[1] not in inits:
+        return None
+    ch = int(wd.shape[0])
+    if _attrs(dw).get("group", 1) != ch or wd.shape[1] != 1 or ch < 2:
+        return None
+    pw = producer.get(dw.input[0])
+    if pw is None or pw.op_type != "Conv" or pw.input[1] not in inits:
+        return None
+    w1 = consts[pw.input[1]]
+    if w1.shape[2:] != (1, 1) or _attrs(pw).get("group", 1) != 1 or len(consumers.get(pw.output[0], [])) != 1:
+        return None
+    readers = consumers.get(dw.output[0], [])
+    slices = [r for r in readers if r.op_type != "Shape"]
+    ranges = [_slice_range(s, consts) for s in slices]
+    if len(slices) < 2 or any(r is None for r in ranges) or dw.output[0] in graph_outputs:
+        return None
+    ranges = [(max(0, s), min(ch, e)) for s, e in ranges]  # type: ignore[misc]
+    if sorted(ranges) != sorted(set(ranges)):
+        return None
+    covered = sorted(ranges)
+    if covered[0][0] != 0 or covered[-1][1] != ch or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
+        return None
+    return pw, slices, ranges
+
+
+def _split_chain(g: Any, pw: Any, dw: Any, slices: list[Any], ranges: list[tuple[int, int]],
+                 consts: dict[str, np.ndarray]) -> list[Any]:
+    """One (1x1 conv, depthwise conv) pair per Slice, their weights added to ``g``; returns the new nodes."""
+    onnx = _onnx()
+    w1, wd = consts[pw.input[1]], consts[dw.input[1]]
+    b1 = consts.get(pw.input[2]) if len(pw.input) > 2 and pw.input[2] else None
+    bd = consts.get(dw.input[2]) if len(dw.input) > 2 and dw.input[2] else None
+    a_dw = _attrs(dw)
+    new_nodes = []
+    for k, (sl, (s, e)) in enumerate(zip(slices, ranges)):
+        tag = f"{dw.name or dw.output[0]}_part{k}"
+        w1_name, wd_name = f"{tag}_pw_weight", f"{tag}_dw_weight"
+        g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(w1[s:e]), w1_name))
+        g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(wd[s:e]), wd_name))
+        pw_inputs = [pw.input[0], w1_name]
+        if b1 is not None:
+            pw_inputs.append(f"{tag}_pw_bias")
+            g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(b1[s:e]), pw_inputs[-1]))
+        dw_inputs = [f"{tag}_pw_out", wd_name]
+        if bd is not None:
+            dw_inputs.append(f"{tag}_dw_bias")
+            g.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(bd[s:e]), dw_inputs[-1]))
+        new_nodes.append(onnx.helper.make_node("Conv", pw_inputs, [f"{tag}_pw_out"], name=f"{tag}_pw", **_attrs(pw)))
+        attrs = dict(a_dw, group=e - s)
+        # The Slice's output name is kept, so everything downstream is untouched.
+        new_nodes.append(onnx.helper.make_node("Conv", dw_inputs, [sl.output[0]], name=f"{tag}_dw", **attrs))
+    return new_nodes
 
 
 def _norm_of(div: Any, producer: dict[str, Any]) -> str | None:
@@ -422,7 +442,7 @@ def _feeds(session: Any, h: int, w: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def verify_equal(
-    original: Any, optimized: Any, sizes: Sequence[tuple[int, int]] = ((64, 80), (97, 131)), atol: float = VERIFY_ATOL
+    original: Any, optimized: Any, sizes: Sequence[Size] = (Size(64, 80), Size(97, 131)), atol: float = VERIFY_ATOL
 ) -> float:
     """Run both models (ModelProto or path) in ONNX Runtime CPU on random inputs; return the max |diff|.
 

@@ -40,6 +40,8 @@ from typing import Any, Callable, Sequence
 from refusion.runtime.card import read_onnx_metadata
 from refusion.runtime.errors import EngineError, MissingDependencyError
 from refusion.runtime.fsutil import atomic_write_bytes
+from refusion.runtime.progress import Progress
+from refusion.runtime.size import Size
 from refusion.runtime.sidecar import (
     FLAVOURS,
     RTX_DEFAULT_TARGETS,
@@ -50,7 +52,6 @@ from refusion.runtime.sidecar import (
 
 from .trt_network import check_network, network_report, parse_onnx
 
-Reporter = Callable[[str], None]
 
 #: Every TensorRT name the builder itself uses (module attributes, classes, methods, enum
 #: members); the parser and network-check names are ``trt_network.TRT_NETWORK_NAMES``.
@@ -136,15 +137,19 @@ class EngineConfig:
     out: Path | None = None  # plan path or folder; default: <onnx stem>.plan beside the ONNX
     flavour: str = "auto"  # "auto" | "tensorrt" | "tensorrt_rtx" (see select_flavour)
     compute_capabilities: tuple[tuple[int, int], ...] = ()  # tensorrt_rtx targets; () = its defaults
-    min_size: tuple[int, int] = (64, 64)  # (H, W)
-    opt_size: tuple[int, int] = (480, 640)
-    max_size: tuple[int, int] = (1080, 1920)
+    min_size: Size = Size(64, 64)  # the optimisation profile's smallest frame
+    opt_size: Size = Size(480, 640)  # the size TensorRT tunes for
+    max_size: Size = Size(1080, 1920)
     timing_cache: Path | None = None  # full TensorRT: default refusion-trt-<version>.cache beside the plan
     workspace_mib: int = 4096
     version_compatible: bool = False
     hardware_compatible: bool = False  # Ampere and later (compute capability >= 8.0)
     overwrite: bool = False
     allow_fp32_layers: float = 0.5  # an fp16 build may keep at most this fraction of layers in FP32
+
+    def __post_init__(self) -> None:
+        for name in ("min_size", "opt_size", "max_size"):
+            object.__setattr__(self, name, Size(*getattr(self, name)))
 
 
 @dataclass
@@ -288,7 +293,7 @@ def select_flavour(requested: str = "auto", gpu: GpuInfo | None = None) -> Flavo
     return Flavour(requested, trt, str(trt.__version__))
 
 
-def _progress_monitor(trt: Any, say: Reporter) -> Any:
+def _progress_monitor(trt: Any, say: Callable[[str], None]) -> Any:
     """An ``IProgressMonitor`` that reports the builder's top two phase levels with their times."""
     import time
 
@@ -437,30 +442,77 @@ def check_precision(counts: dict[str, int], precision: str, allow_fp32: float) -
         )
 
 
-def build_engine(config: EngineConfig, report: Reporter | None = None) -> EngineResult:
+def build_engine(config: EngineConfig, progress: Progress | None = None) -> EngineResult:
     """Build a plan + side-car from an rfexport ONNX file with the flavour of ``config.flavour``.
 
     Full TensorRT needs a GPU; tensorrt_rtx does not. Raises EngineError (no GPU for full
     TensorRT, a parsed network without its float32 islands or FP16 interior, parse/build
     failure, an FP16 engine that came out FP32, existing output without overwrite, an
-    unwritable folder) or MissingDependencyError (no TensorRT flavour installed).
+    unwritable folder) or MissingDependencyError (no TensorRT flavour installed). What it
+    does (phases and their seconds) goes to ``progress`` as messages.
     """
     import time
 
-    say = report or (lambda _m: None)
+    say = (progress or Progress()).message
     onnx_path = Path(config.onnx)
     if not onnx_path.is_file():
         raise EngineError(f"ONNX file not found: {onnx_path}")
     _validate_sizes(config)
     graph, precision, card = _parse_onnx_io(onnx_path)
+    plan = _free_plan_path(config)
+    gpu = probe_gpu()
+    flavour = select_flavour(config.flavour, gpu)
+    _check_flavour_options(config, flavour, gpu, onnx_path)
+    say(_target_text(config, flavour, gpu))
+    trt = flavour.module
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder, network, _parser = parse_onnx(trt, onnx_path, logger)
+    netrep = network_report(network, trt)
+    say(f"parsed {onnx_path.name}: {netrep.describe()}")
+    problems = check_network(netrep, graph, precision)
+    if problems:
+        raise EngineError(f"{onnx_path.name} as parsed by {flavour.name} {flavour.version}: " + "; ".join(problems))
+    bconf, cache_path, monitor = _builder_config(trt, builder, network, config, flavour, graph, plan, say)
+    say(f"building {plan.name} from {onnx_path.name} ({graph}, {precision}); profile {config.min_size}..{config.max_size} (HxW)")
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, bconf)
+    build_seconds = time.perf_counter() - t0
+    del monitor
+    if serialized is None:
+        raise EngineError(f"{flavour.name} failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
+    plan_bytes = bytes(serialized)
+    say(f"built in {build_seconds:.1f} s: {len(plan_bytes) / 1e6:.1f} MB")
+    if gpu.count and flavour.name == "tensorrt":  # loading the plan back needs the GPU it was built for
+        counts, io_types = _inspect_plan(trt, logger, plan_bytes, config, precision, say)
+    else:
+        counts, io_types = {}, dict(netrep.io_types)
+    atomic_write_bytes(plan, plan_bytes)
+    if cache_path is not None:
+        timing = bconf.get_timing_cache()
+        if timing is not None:
+            atomic_write_bytes(cache_path, bytes(timing.serialize()))
+    built = {"network": netrep.summary(), "layer_precisions": counts, "io_tensors": io_types,
+             "build_seconds": round(build_seconds, 2), "rebuild_command": build_command(onnx_path.name, config)}
+    side = write_sidecar(plan, _sidecar_data(config, card, graph, precision, flavour, gpu, plan, built))
+    say(f"wrote {plan} and {side.name}")
+    return EngineResult(
+        plan=plan, sidecar=side, precision_summary=counts, tensorrt_version=flavour.version, gpu_name=gpu.name,
+        flavour=flavour.name, network=netrep.summary(), build_seconds=build_seconds,
+    )
+
+
+def _free_plan_path(config: EngineConfig) -> Path:
+    """The plan path of ``config``; EngineError when it (or its side-car) exists without overwrite, or is unwritable."""
     plan = plan_path_for(config)
     side = plan.with_name(plan.name + ".json")
     if not config.overwrite and (plan.exists() or side.exists()):
         raise EngineError(f"{plan} already exists; pass --overwrite to replace it")
     check_writable(plan.parent)
-    gpu = probe_gpu()
-    flavour = select_flavour(config.flavour, gpu)
-    trt = flavour.module
+    return plan
+
+
+def _check_flavour_options(config: EngineConfig, flavour: Flavour, gpu: GpuInfo, onnx_path: Path) -> None:
+    """EngineError for a full-TensorRT build without a GPU, or options of the other flavour."""
     if flavour.needs_gpu and gpu.count == 0:
         hint = "" if _installed("tensorrt_rtx") else f", or build a TensorRT-RTX engine here ({INSTALL_HINTS['tensorrt_rtx']})"
         raise EngineError(
@@ -477,21 +529,24 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
             "--version-compatible / --hardware-compatible are full-TensorRT options; a tensorrt_rtx engine "
             "targets compute capabilities instead (--compute-capability)"
         )
+
+
+def _target_text(config: EngineConfig, flavour: Flavour, gpu: GpuInfo) -> str:
+    """One line naming the builder and what it builds for."""
     if flavour.name == "tensorrt_rtx":
         chosen = ", ".join(cc_text(c) for c in config.compute_capabilities)
         targets = (f"compute capability {chosen}" if chosen else "its default compute capabilities "
                    + ", ".join(cc_text(c) for c in RTX_DEFAULT_TARGETS) + " and later")
-        say(f"tensorrt_rtx {flavour.version}, building ahead of time (no GPU needed) for {targets}")
-    else:
-        say(f"TensorRT {flavour.version} on {gpu.name} (compute capability {cc_text(gpu.compute_capability)})")
+        return f"tensorrt_rtx {flavour.version}, building ahead of time (no GPU needed) for {targets}"
+    return f"TensorRT {flavour.version} on {gpu.name} (compute capability {cc_text(gpu.compute_capability)})"
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder, network, _parser = parse_onnx(trt, onnx_path, logger)
-    netrep = network_report(network, trt)
-    say(f"parsed {onnx_path.name}: {netrep.describe()}")
-    problems = check_network(netrep, graph, precision)
-    if problems:
-        raise EngineError(f"{onnx_path.name} as parsed by {flavour.name} {flavour.version}: " + "; ".join(problems))
+
+def _builder_config(trt: Any, builder: Any, network: Any, config: EngineConfig, flavour: Flavour, graph: str,
+                    plan: Path, say: Callable[[str], None]) -> tuple[Any, Path | None, Any]:
+    """(builder config, timing-cache path or None, progress monitor): workspace, profile, flags, timing cache.
+
+    The monitor is returned so the caller keeps it referenced until the build has finished.
+    """
     bconf = builder.create_builder_config()
     bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_mib) << 20)
     bconf.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer datatypes in the inspector
@@ -501,7 +556,7 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
     net_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     for name in names:
         if name not in net_inputs:
-            raise EngineError(f"{onnx_path.name} has no input {name!r} (inputs: {sorted(net_inputs)})")
+            raise EngineError(f"{Path(config.onnx).name} has no input {name!r} (inputs: {sorted(net_inputs)})")
         profile.set_shape(name, shape_of(*config.min_size), shape_of(*config.opt_size), shape_of(*config.max_size))
     bconf.add_optimization_profile(profile)
     cache_path = None
@@ -518,43 +573,39 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
         cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
         cache = bconf.create_timing_cache(cache_bytes)
         bconf.set_timing_cache(cache, ignore_mismatch=True)
-    say(f"building {plan.name} from {onnx_path.name} ({graph}, {precision}); profile {config.min_size}..{config.max_size}")
-    t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, bconf)
-    build_seconds = time.perf_counter() - t0
-    del monitor
-    if serialized is None:
-        raise EngineError(f"{flavour.name} failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
-    plan_bytes = bytes(serialized)
-    say(f"built in {build_seconds:.1f} s: {len(plan_bytes) / 1e6:.1f} MB")
+    return bconf, cache_path, monitor
 
-    counts: dict[str, int] = {}
-    io_types: dict[str, str] = {}
-    if gpu.count and flavour.name == "tensorrt":  # loading the plan back needs the GPU it was built for
-        runtime = trt.Runtime(logger)
-        if config.version_compatible:
-            runtime.engine_host_code_allowed = True
-        engine = runtime.deserialize_cuda_engine(plan_bytes)
-        if engine is None:
-            raise EngineError("TensorRT built a plan it cannot load back")
-        inspector = engine.create_engine_inspector()
-        info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-        counts = summarise_layer_precisions(info)
-        say(f"engine layers by output type: {counts}")
-        check_precision(counts, precision, config.allow_fp32_layers)
-        io_types = {
-            engine.get_tensor_name(i): str(engine.get_tensor_dtype(engine.get_tensor_name(i)))
-            for i in range(engine.num_io_tensors)
-        }
-    else:
-        io_types = dict(netrep.io_types)
 
-    atomic_write_bytes(plan, plan_bytes)
-    if cache_path is not None:
-        timing = bconf.get_timing_cache()
-        if timing is not None:
-            atomic_write_bytes(cache_path, bytes(timing.serialize()))
-    sidecar = {
+def _inspect_plan(trt: Any, logger: Any, plan_bytes: bytes, config: EngineConfig, precision: str,
+                  say: Callable[[str], None]) -> tuple[dict[str, int], dict[str, str]]:
+    """Load the plan back (needs the GPU it was built for): (layers by output type, I/O tensor types).
+
+    EngineError when it cannot be loaded, or an FP16 build came out mostly FP32.
+    """
+    runtime = trt.Runtime(logger)
+    if config.version_compatible:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(plan_bytes)
+    if engine is None:
+        raise EngineError("TensorRT built a plan it cannot load back")
+    inspector = engine.create_engine_inspector()
+    info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    counts = summarise_layer_precisions(info)
+    say(f"engine layers by output type: {counts}")
+    check_precision(counts, precision, config.allow_fp32_layers)
+    io_types = {
+        engine.get_tensor_name(i): str(engine.get_tensor_dtype(engine.get_tensor_name(i)))
+        for i in range(engine.num_io_tensors)
+    }
+    return counts, io_types
+
+
+def _sidecar_data(config: EngineConfig, card: dict[str, Any], graph: str, precision: str, flavour: Flavour,
+                  gpu: GpuInfo, plan: Path, built: dict[str, Any]) -> dict[str, Any]:
+    """The side-car of a written plan: its source, target, build options and ``built`` (network, layer
+    precisions, I/O types, seconds, rebuild command)."""
+    onnx_path = Path(config.onnx)
+    sidecar: dict[str, Any] = {
         "model_card": card,
         "graph": graph,
         "precision": precision,
@@ -566,11 +617,7 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
         "plan_sha256": sha256_file(plan),
         "version_compatible": bool(config.version_compatible),
         "hardware_compatibility": "ampere_plus" if config.hardware_compatible else "none",
-        "network": netrep.summary(),
-        "layer_precisions": counts,
-        "io_tensors": io_types,
-        "build_seconds": round(build_seconds, 2),
-        "rebuild_command": build_command(onnx_path.name, config),
+        **built,
     }
     if flavour.name == "tensorrt_rtx":
         sidecar["compute_capabilities"] = [cc_text(c) for c in config.compute_capabilities] or "default"
@@ -579,12 +626,7 @@ def build_engine(config: EngineConfig, report: Reporter | None = None) -> Engine
     else:
         sidecar["gpu_name"] = gpu.name
         sidecar["compute_capability"] = list(gpu.compute_capability)
-    side = write_sidecar(plan, sidecar)
-    say(f"wrote {plan} and {side.name}")
-    return EngineResult(
-        plan=plan, sidecar=side, precision_summary=counts, tensorrt_version=flavour.version, gpu_name=gpu.name,
-        flavour=flavour.name, network=netrep.summary(), build_seconds=build_seconds,
-    )
+    return sidecar
 
 
 def engine_hint(onnx_files: Sequence[Path], config: EngineConfig | None = None) -> str:

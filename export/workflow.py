@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
-
 from refusion.runtime.errors import EngineError, MissingDependencyError
+from refusion.runtime.progress import Progress
 
 from .onnx_export import ExportConfig, ExportResult, export_model
 from .tensorrt_build import EngineConfig, EngineResult, build_command, build_engine, probe_gpu, select_flavour
 
-Reporter = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -46,9 +44,11 @@ def why_no_engine_here(flavour: str = "auto") -> str:
     return ""
 
 
-def run_export(config: WorkflowConfig, report: Reporter | None = None) -> WorkflowResult:
-    say = report or (lambda _m: None)
-    onnx = export_model(config.export, say)
+def run_export(config: WorkflowConfig, progress: Progress | None = None) -> WorkflowResult:
+    """Export, check, and build the engine when this machine can; messages go to ``progress``."""
+    progress = progress or Progress()
+    say = progress.message
+    onnx = export_model(config.export, progress)
     for path in onnx.files.values():
         say(f"wrote {path}")
     result = WorkflowResult(onnx=onnx)
@@ -63,7 +63,7 @@ def run_export(config: WorkflowConfig, report: Reporter | None = None) -> Workfl
                 raise EngineError(f"cannot build the TensorRT engine here: {why}; on the target run: {result.engine_hint}")
             say(f"no TensorRT engine built here ({why}); on the target machine run: {result.engine_hint}")
         else:
-            result.engine = build_engine(ecfg, say)
+            result.engine = build_engine(ecfg, progress)
     if config.triton_repo is not None:
         from .triton import write_triton_repo
 

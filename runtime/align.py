@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import DataError, SizeError
 from .fsutil import atomic_write_text
+from .size import Size
 
 FORMAT_TAG = "refusion-homography"
 FORMAT_VERSION = 1
@@ -33,20 +34,25 @@ class Homography:
     """A 3x3 matrix mapping b's pixel coordinates (x, y, 1) to a's, with the sizes it was made for."""
 
     matrix: np.ndarray  # float64 (3, 3)
-    size_a: tuple[int, int] | None = None  # (W, H) of a when estimated
-    size_b: tuple[int, int] | None = None  # (W, H) of b when estimated
+    size_a: Size | None = None  # frame size of a when estimated (the JSON stores it [W, H])
+    size_b: Size | None = None  # frame size of b when estimated
     points: int = 0
     rms_px: float | None = None
     method: str = ""
 
-    def scaled(self, size_a: tuple[int, int], size_b: tuple[int, int]) -> np.ndarray:
-        """The matrix for frames of sizes size_a, size_b ((W, H) each)."""
+    def __post_init__(self) -> None:
+        for name in ("size_a", "size_b"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Size(*getattr(self, name)))
+
+    def scaled(self, size_a: Size, size_b: Size) -> np.ndarray:
+        """The float64 (3, 3) matrix for frames of sizes size_a, size_b."""
         m = self.matrix
-        if self.size_a and tuple(self.size_a) != tuple(size_a):
-            sa = np.diag([size_a[0] / self.size_a[0], size_a[1] / self.size_a[1], 1.0])
+        if self.size_a and self.size_a != size_a:
+            sa = np.diag([size_a.w / self.size_a.w, size_a.h / self.size_a.h, 1.0])
             m = sa @ m
-        if self.size_b and tuple(self.size_b) != tuple(size_b):
-            sb_inv = np.diag([self.size_b[0] / size_b[0], self.size_b[1] / size_b[1], 1.0])
+        if self.size_b and self.size_b != size_b:
+            sb_inv = np.diag([self.size_b.w / size_b.w, self.size_b.h / size_b.h, 1.0])
             m = m @ sb_inv
         return m
 
@@ -56,8 +62,8 @@ class Homography:
             "version": FORMAT_VERSION,
             "homography": [[float(v) for v in row] for row in self.matrix],
             "maps": "b->a",
-            "size_a": list(self.size_a) if self.size_a else None,
-            "size_b": list(self.size_b) if self.size_b else None,
+            "size_a": list(self.size_a.cv) if self.size_a else None,  # [W, H]: the file format since version 1
+            "size_b": list(self.size_b.cv) if self.size_b else None,
             "points": self.points,
             "rms_px": self.rms_px,
             "method": self.method,
@@ -82,9 +88,9 @@ def load_homography(path: str | os.PathLike) -> Homography:
     if m.shape != (3, 3) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m)) < 1e-12:
         raise DataError(f"homography file {p} must hold an invertible 3x3 matrix under \"homography\"")
 
-    def size(key: str) -> tuple[int, int] | None:
+    def size(key: str) -> Size | None:  # stored [W, H]
         v = d.get(key) if isinstance(d, dict) else None
-        return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+        return Size(int(v[1]), int(v[0])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
 
     return Homography(m / m[2, 2] if m[2, 2] else m, size("size_a"), size("size_b"),
                       int(d.get("points", 0)) if isinstance(d, dict) else 0)
@@ -100,9 +106,13 @@ def save_homography(path: str | os.PathLike, h: Homography, overwrite: bool = Fa
 
 @dataclass(frozen=True)
 class AlignConfig:
-    size: tuple[int, int] | None = None  # (W, H) to resize both sources to; None = a's size
+    size: Size | None = None  # resize both sources to this; None = a's size
     homography: Path | None = None  # JSON warping b onto a
     no_resize: bool = False  # error instead of resizing b when the sizes differ
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            object.__setattr__(self, "size", Size(*self.size))
 
 
 class Aligner:
@@ -111,7 +121,7 @@ class Aligner:
     def __init__(self, config: AlignConfig, warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         if config.size is not None:
-            check_frame_size(config.size[1], config.size[0], "--size")
+            check_frame_size(config.size.h, config.size.w, "--size")
         self.warn = warn or (lambda text: None)
         self.homography = load_homography(config.homography) if config.homography else None
         self._cache: dict[tuple, np.ndarray] = {}
@@ -126,7 +136,7 @@ class Aligner:
             key = (wa, ha, wb, hb)
             m = self._cache.get(key)
             if m is None:
-                m = self._cache[key] = self.homography.scaled((wa, ha), (wb, hb))
+                m = self._cache[key] = self.homography.scaled(Size(ha, wa), Size(hb, wb))
             b = cv2.warpPerspective(b, m, (wa, ha), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         elif (ha, wa) != (hb, wb):
             if self.config.no_resize:
@@ -138,8 +148,8 @@ class Aligner:
             if key not in self._warned:
                 self._warned.add(key)
                 self.warn(f"sources differ in size (a {ha}x{wa}, b {hb}x{wb}, HxW); resizing b to {ha}x{wa}")
-            b = _resize(b, (wa, ha))
-        if self.config.size is not None and (wa, ha) != tuple(self.config.size):
+            b = _resize(b, Size(ha, wa))
+        if self.config.size is not None and (ha, wa) != self.config.size:
             a, b = _resize(a, self.config.size), _resize(b, self.config.size)
         return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
@@ -157,13 +167,13 @@ def check_frame_size(h: int, w: int, what: str = "frame size") -> None:
                         "(e.g. 4320x7680, 8K)")
 
 
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize(img: np.ndarray, size: Size) -> np.ndarray:
     import cv2
 
-    w, h = size
+    h, w = size
     shrink = w < img.shape[1] or h < img.shape[0]
     try:
-        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return cv2.resize(img, size.cv, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     except cv2.error as exc:  # e.g. out of memory for a huge size
         raise SizeError(f"cannot resize a {img.shape[0]}x{img.shape[1]} frame to {h}x{w} (HxW): "
                         f"{str(exc).strip().splitlines()[-1]}") from None
@@ -213,13 +223,14 @@ def _is_number(text: str) -> bool:
 def estimate_homography(
     points_a: np.ndarray,
     points_b: np.ndarray,
-    size_a: tuple[int, int] | None = None,
-    size_b: tuple[int, int] | None = None,
+    size_a: Size | None = None,
+    size_b: Size | None = None,
     method: str = "points",
 ) -> Homography:
     """Least squares (4 points) or RANSAC (5+) homography mapping points_b onto points_a.
 
-    points_*: float (N, 2) pixel coordinates (x, y); N >= 4.
+    points_*: float (N, 2) pixel coordinates (x, y); N >= 4. size_a, size_b: the frame sizes the
+    points were taken in, recorded so the matrix can be rescaled to other sizes.
     """
     import cv2
 
@@ -259,8 +270,7 @@ def calibrate_checkerboard(img_a: np.ndarray, img_b: np.ndarray, pattern: tuple[
     """Homography b -> a from one checkerboard view seen by both cameras (uint8 images)."""
     pa = find_checkerboard(img_a, pattern, "image a")
     pb = find_checkerboard(img_b, pattern, "image b")
-    size_a = (img_a.shape[1], img_a.shape[0])
-    size_b = (img_b.shape[1], img_b.shape[0])
+    size_a, size_b = Size.of(img_a), Size.of(img_b)
     method = f"checkerboard {pattern[0]}x{pattern[1]}"
     # the detector may start counting corners from the opposite end in one image
     fits = [estimate_homography(pa, q, size_a, size_b, method=method) for q in (pb, pb[::-1].copy())]

@@ -17,7 +17,8 @@ import click
 from .align import MAX_PIXELS
 from .backends import BACKENDS
 from .clitools import STOP_SIGNALS, SizeType, friendly_errors, say, setup_logging
-from .pipeline import NORMALISATIONS, PAIRINGS, Reporter, RunConfig, run
+from .pipeline import NORMALISATIONS, PAIRINGS, RunConfig, run
+from .progress import TqdmProgress
 
 DEMO_OUT = Path("rfrun-demo.mp4")
 
@@ -27,62 +28,6 @@ SIZE = SizeType(max_pixels=MAX_PIXELS)  # H x W, as in every refusion command
 #: Option names of source a and source b (task aliases), to tell which ones the user typed.
 A_OPTIONS = ("--a", "--ir", "--near", "--under", "--func")
 B_OPTIONS = ("--b", "--vis", "--far", "--over", "--mri")
-
-
-def _wh(hw: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(H, W) from the command line -> (W, H) as OpenCV and RunConfig take it."""
-    return None if hw is None else (hw[1], hw[0])
-
-
-class TqdmReporter(Reporter):
-    """Progress bar and messages on stderr; a closed stderr (``| tee`` gone) silences it, nothing more."""
-
-    def __init__(self, quiet: bool = False, verbose: int = 0) -> None:
-        self.quiet, self.verbose = quiet, verbose
-        self.bar = None
-        self.broken = False
-
-    def start(self, total, description):
-        from tqdm import tqdm
-
-        self._guard(lambda: setattr(self, "bar", tqdm(
-            total=total, unit="frame", desc=description, file=sys.stderr, disable=self.quiet,
-            dynamic_ncols=True, leave=True)))
-
-    def frame(self, count, text):
-        if self.bar is not None:
-            # the postfix on every frame: tqdm redraws at its own pace, and a slow CPU run
-            # (1-2 s per frame) shows its real rate instead of the first frame's empty one
-            self.bar.set_postfix_str(text.strip(), refresh=False)
-            self._guard(lambda: self.bar.update(1))
-
-    def _guard(self, action) -> None:
-        if self.broken:
-            return
-        try:
-            action()
-        except OSError:  # stderr is a closed pipe: keep running, say nothing more
-            self.broken = True
-            if self.bar is not None:
-                self.bar.disable = True
-
-    def _echo(self, text: str) -> None:
-        if self.bar is not None and not self.quiet:
-            self._guard(lambda: self.bar.write(text, file=sys.stderr))
-        else:
-            self._guard(lambda: click.echo(text, err=True))
-
-    def info(self, text):
-        if not self.quiet:
-            self._echo(text)
-
-    def warn(self, text):
-        self._echo(f"warning: {text}")
-
-    def finish(self):
-        if self.bar is not None:
-            bar, self.bar = self.bar, None
-            self._guard(bar.close)
 
 
 class RfrunGroup(click.Group):
@@ -205,7 +150,6 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
     """
     if ctx.invoked_subcommand is not None:
         return
-    size, infer_size = _wh(size), _wh(infer_size)
     setup_logging(verbose)
     _quiet_opencv()
     if demo:
@@ -238,7 +182,7 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
         no_resize=no_resize, max_skew_ms=max_skew_ms, max_frames=max_frames, fps=fps, overwrite=overwrite,
         stats_json=stats_json, pair_by=pair_by, source_options=ctx.meta.get("source_options"),
     )
-    summary = run(config, TqdmReporter(quiet, verbose))
+    summary = run(config, TqdmProgress(quiet))
     say(summary.format())
     if stats_json:
         say(f"wrote {stats_json}")
@@ -275,9 +219,10 @@ def calibrate(points, checkerboard, pattern, size_a, size_b, out, overwrite):
     check_writable(out, "homography")
     if points:
         pa, pb = align.read_point_pairs(points)
-        h = align.estimate_homography(pa, pb, _wh(size_a), _wh(size_b), method=f"points ({points.name})")
+        h = align.estimate_homography(pa, pb, size_a, size_b, method=f"points ({points.name})")
     else:
-        h = align.calibrate_checkerboard(read_image(checkerboard[0]), read_image(checkerboard[1]), pattern)
+        cols, rows = pattern  # parsed by the HxW type, but this one is COLSxROWS
+        h = align.calibrate_checkerboard(read_image(checkerboard[0]), read_image(checkerboard[1]), (cols, rows))
     align.save_homography(out, h, overwrite=overwrite)
     click.echo(f"homography b -> a from {h.points} points, RMS error {h.rms_px:.3f} px ({h.method})")
     click.echo(f"wrote {out}")

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import click
 
 from .errors import RefusionError
+from .size import Size
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,7 +109,7 @@ def setup_logging(verbose: int = 0) -> None:
 
 
 class SizeType(click.ParamType):
-    """A frame size written ``HxW`` (rows x columns, e.g. 480x640) -> (H, W).
+    """A frame size written ``HxW`` (rows x columns, e.g. 480x640) -> :class:`~refusion.runtime.size.Size`.
 
     Every refusion command writes sizes this way, as the tensor shapes (N, C, H, W)
     and the engine profiles do.
@@ -120,9 +121,9 @@ class SizeType(click.ParamType):
         self.min_side = min_side
         self.max_pixels = max_pixels
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Size:
         if isinstance(value, tuple):
-            return value
+            return Size(*value)
         try:
             h, w = (int(v) for v in str(value).lower().replace("*", "x").split("x"))
         except ValueError:
@@ -132,11 +133,11 @@ class SizeType(click.ParamType):
         if self.max_pixels is not None and h * w > self.max_pixels:
             self.fail(f"{value!r} is {h * w:,} pixels per frame; at most {self.max_pixels:,} are supported "
                       "(e.g. 4320x7680, 8K)", param, ctx)
-        return (h, w)
+        return Size(h, w)
 
 
-def parse_size(text: str, min_side: int = 1) -> tuple[int, int]:
-    """``"480x640"`` -> (480, 640); click.BadParameter when malformed."""
+def parse_size(text: str, min_side: int = 1) -> Size:
+    """``"480x640"`` -> Size(h=480, w=640); click.BadParameter when malformed."""
     return SizeType(min_side).convert(text, None, None)
 
 

@@ -16,10 +16,11 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from .errors import SourceError
+from .size import Size
 from .source_base import Source
 
 DEFAULT_FRAMES = 60
-DEFAULT_SIZE = (320, 240)  # (W, H)
+DEFAULT_SIZE = Size(240, 320)
 DEMO_FPS = 15.0
 
 
@@ -36,7 +37,7 @@ class _Walker:
 class DemoScene:
     """Renders frame pairs of the demo scene at (width, height)."""
 
-    def __init__(self, width: int = DEFAULT_SIZE[0], height: int = DEFAULT_SIZE[1], seed: int = 0) -> None:
+    def __init__(self, width: int = DEFAULT_SIZE.w, height: int = DEFAULT_SIZE.h, seed: int = 0) -> None:
         if width < 32 or height < 32:
             raise SourceError(f"demo frames must be at least 32x32, got {height}x{width} (HxW)")
         self.w, self.h, self.seed = int(width), int(height), int(seed)
@@ -151,11 +152,12 @@ class DemoScene:
 class DemoSource(Source):
     """One role ("ir" = source a, "vis" = source b) of the demo scene, delivered like a file."""
 
-    def __init__(self, which: str, frames: int = DEFAULT_FRAMES, size: tuple[int, int] = DEFAULT_SIZE,
+    def __init__(self, which: str, frames: int = DEFAULT_FRAMES, size: Size = DEFAULT_SIZE,
                  seed: int = 0, role: str = "") -> None:
         if which not in ("ir", "vis"):
             raise SourceError(f"demo source must be demo:ir or demo:vis, not demo:{which}")
-        super().__init__(f"demo:{which} ({frames} frames, {size[0]}x{size[1]})", role)
+        size = Size(*size)
+        super().__init__(f"demo:{which} ({frames} frames, {size})", role)
         self.which, self.frames, self.size, self.seed = which, int(frames), size, seed
         self.length = self.frames
         self.fps = DEMO_FPS
@@ -163,7 +165,7 @@ class DemoSource(Source):
         self._next = 0
 
     def _open(self) -> None:
-        self._scene = DemoScene(self.size[0], self.size[1], self.seed)
+        self._scene = DemoScene(self.size.w, self.size.h, self.seed)
 
     def _grab(self) -> np.ndarray | None:
         if self._next >= self.frames:
@@ -173,12 +175,9 @@ class DemoSource(Source):
         return ir if self.which == "ir" else vis
 
 
-def demo_spec(which: str, frames: int = DEFAULT_FRAMES, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> str:
-    """The source string for the demo, e.g. ``demo:ir?frames=60&size=240x320&seed=0``.
-
-    ``size`` is (W, H) as OpenCV takes it; the string writes it HxW like every refusion option.
-    """
-    return f"demo:{which}?frames={frames}&size={size[1]}x{size[0]}&seed={seed}"
+def demo_spec(which: str, frames: int = DEFAULT_FRAMES, size: Size = DEFAULT_SIZE, seed: int = 0) -> str:
+    """The source string for the demo, e.g. ``demo:ir?frames=60&size=240x320&seed=0`` (size written HxW)."""
+    return f"demo:{which}?frames={frames}&size={Size(*size)}&seed={seed}"
 
 
 def demo_source(spec: str, role: str = "") -> DemoSource:
@@ -188,10 +187,10 @@ def demo_source(spec: str, role: str = "") -> DemoSource:
     opts = {k: v[-1] for k, v in parse_qs(query).items()}
     try:
         frames = int(opts.get("frames", DEFAULT_FRAMES))
-        h, w = (int(v) for v in opts.get("size", f"{DEFAULT_SIZE[1]}x{DEFAULT_SIZE[0]}").lower().split("x"))
+        h, w = (int(v) for v in opts.get("size", str(DEFAULT_SIZE)).lower().split("x"))
         seed = int(opts.get("seed", 0))
     except ValueError:
         raise SourceError(f"cannot parse demo source {spec!r}; expected demo:ir?frames=60&size=240x320&seed=0") from None
     if frames < 1:
         raise SourceError(f"demo source needs at least one frame, got frames={frames}")
-    return DemoSource(which, frames, (w, h), seed, role)
+    return DemoSource(which, frames, Size(h, w), seed, role)

@@ -26,6 +26,8 @@ from .align import AlignConfig, Aligner
 from .backends import Backend, open_backend
 from .errors import EngineError, ImageReadError, OutputError, SizeError
 from .fsutil import check_writable
+from .progress import LogProgress, Progress, warning
+from .size import Size
 from .sinks import FolderSink, ImageSink, Sink, VideoSink, WindowSink, compose, output_kind
 from .sources import (
     RECONNECT_DELAYS,
@@ -100,25 +102,6 @@ class Fuser:
         return fused.copy() if copy else fused
 
 
-class Reporter:
-    """Receives progress and messages from :func:`run`; the default logs warnings only."""
-
-    def start(self, total: int | None, description: str) -> None:
-        """The run starts; ``total`` frames when known."""
-
-    def frame(self, count: int, text: str) -> None:
-        """``count`` frames done; ``text`` is the overlay line (FPS, latency)."""
-
-    def info(self, text: str) -> None:
-        log.info(text)
-
-    def warn(self, text: str) -> None:
-        log.warning(text)
-
-    def finish(self) -> None:
-        """The loop ended (before the summary)."""
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs; the CLI builds it from options."""
@@ -134,8 +117,8 @@ class RunConfig:
     overlay: bool = False  # FPS / latency text on shown and written frames
     normalisation: str = "auto"  # auto: minmax for still images, ema for video, cameras and video output
     ema_alpha: float | None = None  # None: the model card's, else 0.9
-    size: tuple[int, int] | None = None  # (W, H) to resize both sources to
-    infer_size: tuple[int, int] | None = None  # (W, H) the network runs at; the output keeps the frame size
+    size: Size | None = None  # resize both sources to this
+    infer_size: Size | None = None  # the network runs at this size; the output keeps the frame size
     infer_interpolation: str = DEFAULT_INTERPOLATION  # luma upsampling with infer_size: "linear" or "cubic"
     homography: Path | None = None  # JSON from `rfrun calibrate`, warps b onto a
     no_resize: bool = False  # sources of different sizes are an error instead of a resize
@@ -148,6 +131,11 @@ class RunConfig:
     stall_timeout_s: float = STALL_TIMEOUT_S  # a live source silent this long is an error
     pair_by: str = "name"  # image folders/globs: pair by file "name" (default) or by sorted "order"
     source_options: tuple[str, str] | None = None  # option names the user gave the sources with, e.g. ("func", "mri")
+
+    def __post_init__(self) -> None:
+        for name in ("size", "infer_size"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Size(*getattr(self, name)))
 
 
 @dataclass
@@ -228,7 +216,7 @@ def check_task_roles(card_task: str | None, card_sources: Sequence[str], given: 
 
 def run(
     config: RunConfig,
-    reporter: Reporter | None = None,
+    progress: Progress | None = None,
     *,
     backend: Backend | None = None,
     sources: tuple[Source, Source] | None = None,
@@ -239,13 +227,15 @@ def run(
     run opens/starts them if needed and closes them at the end. Ctrl-C ends the run
     cleanly (``stopped_by == "interrupt"``): outputs are finalised with the frames so
     far. Raises RefusionError subclasses for bad input, after closing every output.
+    ``progress`` (default: messages to logging) gets ``start`` with the frame count when known,
+    a ``step`` per fused frame (``{"frames": n, "postfix": overlay line}``), messages, ``close``.
     """
-    rep = reporter or Reporter()
+    rep = progress or LogProgress(log)
     st = _RunState()
 
     def warn(text: str) -> None:
         st.warnings.append(text)
-        rep.warn(text)
+        rep.message(warning(text))
 
     a, b = sources if sources is not None else open_sources(config, warn)
     total = _configure_sources(config, a, b)
@@ -269,12 +259,12 @@ def run(
         _set_video_fps(config, sinks, a, b)
         fuser = Fuser(be, *_choose_normalisation(config, a, b, be.card))
         loop = _FrameLoop(config, a, b, be, fuser, aligner, low, sinks, times, st, rep, warn, total)
-        rep.start(total, f"{loop.labels[0]}+{loop.labels[1]} -> {be.name}")
+        rep.start(total, 0, f"{loop.labels[0]}+{loop.labels[1]} -> {be.name}")
         t_start = time.perf_counter()
         loop.run()
     finally:
         elapsed = time.perf_counter() - t_start
-        try:  # outputs first: a reporter that cannot write (a closed pipe) must not cost the video
+        try:  # outputs first: a progress display that cannot write (a closed pipe) must not cost the video
             _close_all(sinks, started, be if own_backend else None)
         finally:
             _finish_quietly(rep)
@@ -312,20 +302,20 @@ def _check_request(config: RunConfig, total: int | None) -> None:
 def _stages(config: RunConfig, warn) -> tuple[Aligner, LowResFusion | None, StageTimes]:
     """The aligner, the low-resolution stage (``infer_size``) and the stage clocks of one run."""
     aligner = Aligner(AlignConfig(config.size, config.homography, config.no_resize), warn)
-    low = LowResFusion(tuple(config.infer_size), config.infer_interpolation) if config.infer_size else None
+    low = LowResFusion(config.infer_size, config.infer_interpolation) if config.infer_size else None
     if low is not None:
         check_infer_size(low.size)  # too small: fail before opening sources and the engine
     return aligner, low, StageTimes(STAGES if low is None else STAGES[:3] + ("post",) + STAGES[3:])
 
 
-def _announce_backend(config: RunConfig, be: Backend, rep: Reporter, warn) -> None:
+def _announce_backend(config: RunConfig, be: Backend, rep: Progress, warn) -> None:
     """The backend's warnings, a model trained for another task than the sources', and what runs."""
     for text in be.warnings:
         warn(text)
     mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options)
     if mismatch:
         warn(mismatch)
-    rep.info(f"backend: {be.describe()}; model {be.model}")
+    rep.message(f"backend: {be.describe()}; model {be.model}")
 
 
 def _set_video_fps(config: RunConfig, sinks: Sequence[Sink], a: Source, b: Source) -> None:
@@ -339,7 +329,7 @@ class _FrameLoop:
     """The per-frame loop of :func:`run`: pair -> align -> infer (-> post) -> sinks, each stage timed."""
 
     def __init__(self, config: RunConfig, a: Source, b: Source, be: Backend, fuser: Fuser, aligner: Aligner,
-                 low: LowResFusion | None, sinks: Sequence[Sink], times: StageTimes, st: _RunState, rep: Reporter,
+                 low: LowResFusion | None, sinks: Sequence[Sink], times: StageTimes, st: _RunState, rep: Progress,
                  warn, total: int | None) -> None:
         self.config, self.a, self.b, self.be, self.fuser = config, a, b, be, fuser
         self.aligner, self.low, self.sinks, self.times = aligner, low, sinks, times
@@ -347,7 +337,7 @@ class _FrameLoop:
         self.labels = be.sources if len(be.sources) == 2 else ("a", "b")
         self.pairer = Pairer(a, b, config.max_skew_ms / 1e3)
         self.meter = FpsMeter()
-        self.checked: tuple[int, int] | None = None
+        self.checked: Size | None = None
         self.use_low = False  # infer_size set and smaller than the frames
 
     def run(self) -> None:
@@ -376,7 +366,7 @@ class _FrameLoop:
             return True
         t1 = time.perf_counter()
         img_a, img_b = self.aligner(fa.image, fb.image)
-        self._check_size((img_a.shape[0], img_a.shape[1]))
+        self._check_size(Size.of(img_a))
         net_a, net_b = self.low.prepare(img_a, img_b) if self.use_low else (img_a, img_b)
         t2 = time.perf_counter()
         fused = self.fuser(net_a, net_b, copy=False)
@@ -391,7 +381,7 @@ class _FrameLoop:
         t4 = time.perf_counter()
         self.st.frames += 1
         self._record((t0, t1, t2, t3, t_post, t4), min(fa.t, fb.t))
-        self.rep.frame(self.st.frames, text)
+        self.rep.step({"frames": self.st.frames, "postfix": text})
         return not self._stop()
 
     def _skip(self, bad: Frame) -> None:
@@ -401,7 +391,7 @@ class _FrameLoop:
         self.st.skipped += 1
         self.st.decode_errors.append(bad.error)
 
-    def _check_size(self, hw: tuple[int, int]) -> None:
+    def _check_size(self, hw: Size) -> None:
         if hw != self.checked:
             self.use_low = _check_sizes(self.be, self.low, hw, self.rep, self.warn)
             self.checked = hw
@@ -463,31 +453,31 @@ def _summary(st: _RunState, a: Source, b: Source, be: Backend | None, fuser: Fus
     )
 
 
-def _check_sizes(be: Backend, low: LowResFusion | None, hw: tuple[int, int], rep: Reporter, warn) -> bool:
-    """Check a new frame size (H, W) against the model and ``infer_size``; True = run at the lower size."""
+def _check_sizes(be: Backend, low: LowResFusion | None, hw: Size, rep: Progress, warn) -> bool:
+    """Check a new frame size against the model and ``infer_size``; True = run at the lower size."""
     if low is None:
         be.check_size(*hw)
         return False
     check_infer_size(low.size, hw)
-    w, h = low.size
+    h, w = low.size
     try:
         be.check_size(h, w)
     except SizeError as exc:
         raise SizeError(f"--infer-size {h}x{w}: {exc}") from None
     if (h, w) == tuple(hw):
-        rep.info(f"--infer-size {h}x{w} equals the frame size: the network runs at full resolution")
+        rep.message(f"--infer-size {h}x{w} equals the frame size: the network runs at full resolution")
         return False
     if abs((w / h) / (hw[1] / hw[0]) - 1.0) > 0.01:
         warn(f"--infer-size {h}x{w} has another aspect ratio than the {hw[0]}x{hw[1]} frames: the network sees "
              "them stretched")
-    rep.info(f"network runs at {h}x{w}; fused luma upsampled ({low.interpolation}) to {hw[0]}x{hw[1]}")
+    rep.message(f"network runs at {h}x{w}; fused luma upsampled ({low.interpolation}) to {hw[0]}x{hw[1]}")
     return True
 
 
-def _finish_quietly(rep: Reporter) -> None:
-    """End the reporter; a closed stderr (``| tee`` gone after Ctrl-C) is no reason to fail the run."""
+def _finish_quietly(rep: Progress) -> None:
+    """Close the progress; a closed stderr (``| tee`` gone after Ctrl-C) is no reason to fail the run."""
     try:
-        rep.finish()
+        rep.close()
     except OSError:
         pass
 

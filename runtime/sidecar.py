@@ -155,18 +155,32 @@ def check_sidecar(
             f"plans of one TensorRT flavour do not load in another; {how}"
         )
     if built_flavour == "tensorrt_rtx":
-        if built_v != str(trt_version):
-            raise EngineError(
-                f"{name} was built with tensorrt_rtx {built_v} but tensorrt_rtx {trt_version} is installed; "
-                f"install tensorrt-rtx-cu13=={built_v}, or {how}"
-            )
-        if not rtx_runs_on(sidecar, compute_capability):
-            raise EngineError(
-                f"{name} is a tensorrt_rtx engine for {rtx_targets_text(sidecar)}, but this GPU ({gpu_name}) "
-                f"has compute capability {_cc(tuple(compute_capability))}; {how} --compute-capability "
-                f"{_cc(tuple(compute_capability))} (TensorRT-RTX targets RTX GPUs; data-centre GPUs need full TensorRT)"
-            )
+        _check_rtx(sidecar, name, trt_version, gpu_name, compute_capability, how)
         return
+    _check_trt_version(sidecar, name, trt_version, lean, how)
+    _check_gpu(sidecar, name, gpu_name, compute_capability, how, warn)
+
+
+def _check_rtx(sidecar: Mapping[str, Any], name: str, trt_version: str, gpu_name: str,
+               compute_capability: tuple[int, int], how: str) -> None:
+    """A tensorrt_rtx plan: the exact version that built it, and a GPU among its targets."""
+    built_v = str(sidecar.get("tensorrt_version", ""))
+    if built_v != str(trt_version):
+        raise EngineError(
+            f"{name} was built with tensorrt_rtx {built_v} but tensorrt_rtx {trt_version} is installed; "
+            f"install tensorrt-rtx-cu13=={built_v}, or {how}"
+        )
+    if not rtx_runs_on(sidecar, compute_capability):
+        raise EngineError(
+            f"{name} is a tensorrt_rtx engine for {rtx_targets_text(sidecar)}, but this GPU ({gpu_name}) "
+            f"has compute capability {_cc(tuple(compute_capability))}; {how} --compute-capability "
+            f"{_cc(tuple(compute_capability))} (TensorRT-RTX targets RTX GPUs; data-centre GPUs need full TensorRT)"
+        )
+
+
+def _check_trt_version(sidecar: Mapping[str, Any], name: str, trt_version: str, lean: bool, how: str) -> None:
+    """A full-TensorRT plan: the version that built it, or a later one of the same major if version-compatible."""
+    built_v = str(sidecar.get("tensorrt_version", ""))
     vc = bool(sidecar.get("version_compatible", False))
     if lean and not vc:
         raise EngineError(
@@ -185,6 +199,11 @@ def check_sidecar(
                 f"{name} is version-compatible within TensorRT {b[0]}.x from {built_v} on, but TensorRT "
                 f"{trt_version} is installed; {how}"
             )
+
+
+def _check_gpu(sidecar: Mapping[str, Any], name: str, gpu_name: str, compute_capability: tuple[int, int], how: str,
+               warn: Callable[[str], None] | None) -> None:
+    """A full-TensorRT plan: the compute capability it was built for (any >= 8.0 when hardware-compatible)."""
     cc_built = tuple(int(x) for x in sidecar.get("compute_capability", ()))
     cc_here = tuple(int(x) for x in compute_capability)
     hw = str(sidecar.get("hardware_compatibility", "none"))

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import MissingDependencyError, OutputError
 from .fsutil import check_writable, output_error
 from .imageio import IMAGE_SUFFIXES, write_image
+from .size import Size
 
 #: Video containers we write, and the FourCC used for each.
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -70,7 +71,7 @@ class VideoSink(Sink):
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.frames = 0
-        self.size: tuple[int, int] | None = None
+        self.size: Size | None = None  # of the first frame; later frames are resized to it
         self._writer = None
         self._done = False
 
@@ -81,9 +82,9 @@ class VideoSink(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise output_error(exc, self.path, "video") from None
-        h, w = frame.shape[:2]
-        self.size = (w, h)
-        writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h), True)
+        self.size = Size.of(frame)
+        h, w = self.size
+        writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), self.fps, self.size.cv, True)
         if not writer.isOpened():
             writer.release()
             self.tmp.unlink(missing_ok=True)
@@ -93,10 +94,10 @@ class VideoSink(Sink):
     def write(self, frame: np.ndarray, name: str) -> None:
         if self._writer is None:
             self._open(frame)
-        elif (frame.shape[1], frame.shape[0]) != self.size:
+        elif Size.of(frame) != self.size:
             import cv2
 
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            frame = cv2.resize(frame, self.size.cv, interpolation=cv2.INTER_AREA)
         self._writer.write(frame)
         self.frames += 1
 

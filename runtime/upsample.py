@@ -5,7 +5,7 @@ on two cores), while the colour handling around it is cheap. :class:`LowResFusio
 splits one fused frame into:
 
 1. ``prepare``: both sources downscaled with ``cv2.INTER_AREA`` to the inference size
-   (W, H); the colour graph then runs on them exactly as on full-size frames (same
+   (a :class:`~refusion.runtime.size.Size`); the colour graph then runs on them exactly as on full-size frames (same
    normalisation state handling, see :class:`refusion.runtime.pipeline.Fuser`);
 2. ``finish``: the fused luma Y of the low-resolution output (:func:`graph_luma`, in
    [0, 1]) upsampled to the source resolution (bicubic by default, clipped to [0, 1];
@@ -33,6 +33,7 @@ import numpy as np
 
 from . import colour
 from .errors import SizeError
+from .size import Size
 
 #: Smallest inference width and height in pixels (the network downsamples internally).
 MIN_INFER_SIDE = 16
@@ -86,15 +87,15 @@ def fused_chroma(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def check_infer_size(infer_size: tuple[int, int], frame_hw: tuple[int, int] | None = None) -> None:
-    """Raise SizeError unless ``infer_size`` (W, H) fits a frame of ``frame_hw`` (H, W).
+def check_infer_size(infer_size: Size, frame_hw: Size | None = None) -> None:
+    """Raise SizeError unless ``infer_size`` fits a frame of size ``frame_hw`` (both in pixels).
 
     The inference size must be at least :data:`MIN_INFER_SIDE` px per side and (when
     ``frame_hw`` is given) no larger than the frame in either direction (upsampling the
     input would only cost time). Engine-profile limits are checked separately
     (``Backend.check_size``).
     """
-    w, h = (int(v) for v in infer_size)
+    h, w = (int(v) for v in infer_size)
     if w < MIN_INFER_SIDE or h < MIN_INFER_SIDE:
         raise SizeError(f"--infer-size {h}x{w} (HxW) is too small: at least {MIN_INFER_SIDE} px per side")
     if frame_hw is None:
@@ -111,32 +112,32 @@ def check_infer_size(infer_size: tuple[int, int], frame_hw: tuple[int, int] | No
 class LowResFusion:
     """Host-side steps around a colour graph run at a smaller size.
 
-    size: (W, H) the network runs at. interpolation: "linear" or "cubic", how the fused
+    size: the size the network runs at. interpolation: "linear" or "cubic", how the fused
     Y is upsampled. Stateless: the normalisation state lives in the Fuser that runs
     the graph between :meth:`prepare` and :meth:`finish`.
     """
 
-    size: tuple[int, int]
+    size: Size
     interpolation: str = DEFAULT_INTERPOLATION
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {self.interpolation!r}")
         if len(self.size) != 2:
-            raise ValueError(f"size must be (W, H), got {self.size!r}")
+            raise ValueError(f"size must be Size(h, w), got {self.size!r}")
+        object.__setattr__(self, "size", Size(*self.size))
 
     def prepare(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """a, b: uint8 (H, W, 3) BGR, same size -> both downscaled to ``size`` (INTER_AREA), C-contiguous."""
         import cv2
 
-        w, h = self.size
         return (
-            np.ascontiguousarray(cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)),
-            np.ascontiguousarray(cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA)),
+            np.ascontiguousarray(cv2.resize(a, self.size.cv, interpolation=cv2.INTER_AREA)),
+            np.ascontiguousarray(cv2.resize(b, self.size.cv, interpolation=cv2.INTER_AREA)),
         )
 
     def upsample_luma(
-        self, fused_small: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, frame_hw: tuple[int, int]
+        self, fused_small: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, frame_hw: Size
     ) -> np.ndarray:
         """The graph's fused Y (see :func:`graph_luma`) as float32 (H, W) in [0, 1] at ``frame_hw``.
 
@@ -161,7 +162,7 @@ class LowResFusion:
         frames small_a, small_b. a, b: the full-resolution uint8 (H, W, 3) BGR sources.
         Returns a new uint8 (H, W, 3) BGR array: upsampled fused Y + Eq. 15 chroma of a and b.
         """
-        y = self.upsample_luma(fused_small, small_a, small_b, a.shape[:2])
+        y = self.upsample_luma(fused_small, small_a, small_b, Size.of(a))
         cr, cb = fused_chroma(a, b)
         bgr = colour.ycrcb_to_bgr(np.stack([y, cr, cb], axis=-1).astype(np.float32, copy=False))
         bgr *= 255.0

@@ -24,6 +24,7 @@ from refusion.export.onnx_export import (  # noqa: E402
 from refusion.runtime.card import read_onnx_metadata  # noqa: E402
 from refusion.runtime.errors import CheckpointError, EngineError  # noqa: E402
 from refusion.runtime.imageio import read_image  # noqa: E402
+from refusion.runtime.progress import CallbackProgress  # noqa: E402
 from refusion.train.checkpoint import load_fusion_model, save_checkpoint  # noqa: E402
 from refusion.train.fuse import fuse_pair, run_fusion  # noqa: E402
 from refusion.train.networks import FusionNet  # noqa: E402
@@ -57,7 +58,7 @@ def exported(official: Path, tmp_path_factory):
         check_images=(case / "infrared" / "00710N.png", case / "visible" / "00710N.png"),
     )
     log: list[str] = []
-    result = export_model(cfg, log.append)
+    result = export_model(cfg, CallbackProgress(log.append))
     return result, log
 
 

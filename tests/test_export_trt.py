@@ -178,11 +178,14 @@ def test_build_fp16_engine_on_gpu(tmp_path, official):
     assert side["precision"] == "fp16" and side["layer_precisions"]["fp16"] > 0
     gpu = probe_gpu()
     check_sidecar(side, side["tensorrt_version"], gpu.name, gpu.compute_capability)
-    from refusion.runtime.backends.tensorrt import TensorRTBackend
+    from refusion.runtime.backends.tensorrt import TensorRTBackend, load_engine
+    from refusion.runtime.size import Size
 
+    loaded = load_engine(result.plan)  # the loader alone: side-car, GPU, I/O and profile, no runner
+    assert loaded.size_limits == (Size(64, 64), Size(480, 640)) and loaded.precision == "fp16"
     a = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     b = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    with TensorRTBackend(result.plan) as be:
+    with TensorRTBackend(result.plan, loaded=loaded) as be:
         fused, _ = be.infer(a, b, np.zeros(3, np.float32))
     ref, _ = run_colour(ort_session(res.files["colour.fp32"]), a, b)
     assert np.abs(fused.astype(int) - ref.astype(int)).max() <= 2

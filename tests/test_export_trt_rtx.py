@@ -35,6 +35,7 @@ from refusion.export.tensorrt_build import (  # noqa: E402
 from refusion.export.trt_network import TRT_NETWORK_NAMES, check_network, network_report, parse_onnx  # noqa: E402
 from refusion.runtime.backends.tensorrt import RTX_API_NAMES, TRT_API_NAMES  # noqa: E402
 from refusion.runtime.errors import EngineError  # noqa: E402
+from refusion.runtime.progress import CallbackProgress  # noqa: E402
 
 SMALL = dict(min_size=(64, 64), opt_size=(120, 160), max_size=(240, 320))
 
@@ -158,7 +159,7 @@ def rtx_plan(graphs, tmp_path_factory):
     out = tmp_path_factory.mktemp("plan")
     messages: list[str] = []
     result = build_engine(
-        EngineConfig(onnx=graphs["colour.fp16"], out=out, flavour="tensorrt_rtx", **SMALL), messages.append
+        EngineConfig(onnx=graphs["colour.fp16"], out=out, flavour="tensorrt_rtx", **SMALL), CallbackProgress(messages.append)
     )
     return result, messages
 

@@ -11,6 +11,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 from refusion.benchmarks import latency as L  # noqa: E402
+from refusion.runtime.progress import CallbackProgress  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def report(checkpoint, sequence, tmp_path_factory) -> dict:
         profile_size=(48, 64),
     )
     messages: list[str] = []
-    rep = L.run_latency(config, report=messages.append)
+    rep = L.run_latency(config, CallbackProgress(messages.append))
     rep["_out"] = out
     rep["_messages"] = messages
     return rep

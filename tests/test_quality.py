@@ -16,6 +16,7 @@ from refusion.benchmarks import quality as Q
 from refusion.benchmarks.paper_numbers import PAPER_NUMBERS, add_paper_row, guess_dataset, paper_row
 from refusion.benchmarks.quality_cli import quality
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
+from refusion.runtime.progress import Progress
 
 
 def _write_split(root: Path, roles=("ir", "vis"), n: int = 2, size=(40, 48), names=None) -> Path:
@@ -71,9 +72,24 @@ def test_evaluate_baselines_report(tmp_path):
     root = _write_split(tmp_path / "split", n=3)
     cfg = Q.QualityConfig(task="ivif", data=root, baselines=("average", "gff"), limit=2,
                           save_images_to=tmp_path / "out" / "images")
-    seen = []
-    report = Q.evaluate(cfg, progress=lambda done, total, text: seen.append((done, total)))
-    assert seen[-1] == (4, 4)
+    class Seen(Progress):
+        def __init__(self) -> None:
+            self.steps: list[tuple[int, int]] = []
+            self.started, self.closed = None, False
+
+        def start(self, total, done=0, label=""):
+            self.started = (total, done)
+
+        def step(self, info):
+            self.steps.append((info["done"], info["total"]))
+
+        def close(self):
+            self.closed = True
+
+    seen = Seen()
+    report = Q.evaluate(cfg, seen)
+    assert seen.steps[-1] == (4, 4) and seen.steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert seen.started == (4, 0) and seen.closed
     assert report["pairs"] == 2
     assert report["metrics"] == ["EN", "SD", "SF", "AG", "SCD", "SSIM", "QABF"]
     rows = {r["method"]: r for r in report["rows"]}
@@ -188,7 +204,8 @@ def test_no_torch_for_onnx_and_baselines(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from refusion.benchmarks import quality as Q, quality_cli, metrics, baselines, paper_numbers
+        from refusion.benchmarks import quality as Q, quality_cli, baselines, paper_numbers
+        from refusion.runtime import metrics  # the one metrics module since issue 11
         cfg = Q.QualityConfig(task="ivif", data={str(root)!r}, models=({str(model)!r},), baselines=("gff",))
         Q.evaluate(cfg)
         assert "torch" not in sys.modules, "torch was imported"

@@ -21,6 +21,7 @@ from refusion.runtime.align import (
 )
 from refusion.runtime.cli import cli
 from refusion.runtime.errors import DataError, SizeError
+from refusion.runtime.size import Size
 
 H_TRUE = np.array([[1.05, 0.02, 6.0], [-0.01, 0.98, -4.0], [1e-5, 2e-5, 1.0]])
 
@@ -38,27 +39,28 @@ def test_resize_and_no_resize() -> None:
     assert b2.shape == a.shape and len(warnings) == 1 and "resizing b to 24x32" in warnings[0]
     with pytest.raises(SizeError, match="a is 24x32, b is 48x64"):
         Aligner(AlignConfig(no_resize=True))(a, b)
-    a3, b3 = Aligner(AlignConfig(size=(16, 12)))(a, a.copy())
+    a3, b3 = Aligner(AlignConfig(size=Size(12, 16)))(a, a.copy())
     assert a3.shape == b3.shape == (12, 16, 3)
 
 
 def test_homography_round_trip_and_rescale(tmp_path: Path) -> None:
     pb = np.array([[10, 10], [200, 15], [190, 150], [20, 140], [100, 80], [60, 30]], np.float32)
     pa = project(H_TRUE, pb)
-    h = estimate_homography(pa, pb, (320, 240), (320, 240))
+    h = estimate_homography(pa, pb, Size(240, 320), Size(240, 320))
     assert h.rms_px < 1e-2
     path = save_homography(tmp_path / "h.json", h)
     with pytest.raises(DataError, match="--overwrite"):
         save_homography(path, h)
     loaded = load_homography(path)
+    assert loaded.size_a == Size(240, 320) and json.loads(path.read_text())["size_a"] == [320, 240]  # file: [W, H]
     np.testing.assert_allclose(loaded.matrix, H_TRUE, rtol=1e-3, atol=1e-4)
     # frames at half the calibrated size: the same physical mapping, scaled
-    half = loaded.scaled((160, 120), (160, 120))
+    half = loaded.scaled(Size(120, 160), Size(120, 160))
     np.testing.assert_allclose(project(half, pb / 2), pa / 2, atol=1e-2)
 
 
 def test_warp_moves_a_dot_where_the_homography_says() -> None:
-    h = Homography(np.array([[1.0, 0, 5], [0, 1.0, 3], [0, 0, 1]]), (64, 48), (64, 48))
+    h = Homography(np.array([[1.0, 0, 5], [0, 1.0, 3], [0, 0, 1]]), Size(48, 64), Size(48, 64))
     b = np.zeros((48, 64, 3), np.uint8)
     b[10, 20] = 255
     al = Aligner(AlignConfig())
@@ -117,7 +119,7 @@ def test_checkerboard_calibration_and_cli(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["calibrate", "--checkerboard", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
                                    "--pattern", "7x5", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert "RMS error" in res.output and load_homography(out).size_a == (w, h)
+    assert "RMS error" in res.output and load_homography(out).size_a == Size(h, w)
     res = CliRunner().invoke(cli, ["calibrate", "--checkerboard", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
                                    "--pattern", "9x6", "-o", str(tmp_path / "h2.json")])
     assert res.exit_code == 1 and "no checkerboard with 9x6 inner corners" in res.output

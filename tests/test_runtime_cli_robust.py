@@ -25,6 +25,7 @@ from refusion.runtime import cli as rfrun_cli  # noqa: E402
 from refusion.runtime import fsutil  # noqa: E402
 from refusion.runtime.align import AlignConfig, Aligner  # noqa: E402
 from refusion.runtime.errors import OutputError, SizeError, SourceError  # noqa: E402
+from refusion.runtime.progress import TqdmProgress  # noqa: E402
 from refusion.runtime.stats import FpsMeter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_live_sources_without_out_open_a_window_where_possible(monkeypatch, stan
     monkeypatch.setattr(rfrun_cli, "window_support", lambda: "")
     opened = []
 
-    def fake_run(config, reporter):
+    def fake_run(config, progress):
         opened.append(config)
         raise SourceError("stopped by the test")
 
@@ -303,12 +304,12 @@ def test_progress_shows_the_latest_rate_on_every_frame(monkeypatch) -> None:
     import io
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    rep = rfrun_cli.TqdmReporter()
-    rep.start(10, "test")
-    rep.frame(1, "  -- FPS  latency 0 ms")
-    rep.frame(2, " 0.62 FPS  latency 1600 ms")
+    rep = TqdmProgress()
+    rep.start(10, 0, "test")
+    rep.step({"frames": 1, "postfix": "  -- FPS  latency 0 ms"})
+    rep.step({"frames": 2, "postfix": " 0.62 FPS  latency 1600 ms"})
     assert "0.62 FPS" in str(rep.bar.postfix)  # before: only frames 1, 6, 11 ... updated it (frame 1: 0.0 FPS)
-    rep.finish()
+    rep.close()
 
 
 def test_model_of_another_task_warns(tmp_path: Path, standin: Path) -> None:

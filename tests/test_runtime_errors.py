@@ -19,7 +19,8 @@ except ImportError:  # tests/ run as a plain folder
 from refusion.runtime import pipeline  # noqa: E402
 from refusion.runtime.backends import open_backend  # noqa: E402
 from refusion.runtime.cli import cli  # noqa: E402
-from refusion.runtime.errors import SizeError  # noqa: E402
+from refusion.runtime.errors import EngineError, SizeError  # noqa: E402
+from refusion.runtime.size import Size  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_one_image_output_for_many_frames(tmp_path: Path, standin: Path) -> None
 
 def test_frame_size_outside_engine_profile(tmp_path: Path, standin: Path) -> None:
     be = open_backend(standin, "ort-cpu")
-    be.size_limits = ((64, 64), (128, 128))
+    be.size_limits = (Size(64, 64), Size(128, 128))
     out = tmp_path / "x.mp4"
     config = pipeline.RunConfig(a=frames(tmp_path / "a", 2), b=frames(tmp_path / "b", 2), outputs=(out,))
     with pytest.raises(SizeError, match=r"frame size 24x32 \(HxW\) is outside the engine profile 64x64 .. 128x128"):
@@ -224,6 +225,52 @@ def test_tensorrt_side_car_missing(tmp_path: Path, monkeypatch) -> None:
     plan.write_bytes(b"\0")
     res = rfrun("--demo", "-m", plan, "-o", tmp_path / "d.mp4")
     assert res.exit_code == 1 and "side-car" in res.output
+
+
+def test_engine_loader_checks_without_a_runner(tmp_path: Path, monkeypatch) -> None:
+    """load_engine reads, checks and deserialises a plan without an execution context or a stream."""
+    from refusion.runtime.backends import tensorrt as trt_backend
+
+    class FakeEngine:
+        num_io_tensors = 5
+        names = ("a", "b", "norm_state", "fused", "norm_state_out")
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name in ("a", "b", "norm_state") else "out"
+
+        def get_tensor_profile_shape(self, name, profile):
+            return (64, 80, 3), (240, 320, 3), (480, 640, 3)
+
+        def create_execution_context(self, *a):
+            raise AssertionError("the loader made an execution context")
+
+    class FakeRuntime:
+        def __init__(self, logger):
+            self.engine_host_code_allowed = False
+
+        def deserialize_cuda_engine(self, blob):
+            return FakeEngine()
+
+    class FakeLogger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    fake_trt_env(monkeypatch, version="10.8.0.43", gpu="NVIDIA A100-SXM4-80GB", cc=(8, 0))
+    fake = trt_backend.import_tensorrt()
+    fake.Runtime, fake.Logger = FakeRuntime, FakeLogger
+    fake.TensorIOMode = types.SimpleNamespace(INPUT="in")
+    loaded = trt_backend.load_engine(write_plan(tmp_path))
+    assert loaded.size_limits == (Size(64, 80), Size(480, 640))
+    assert loaded.card["sources"] == ["ir", "vis"] and loaded.precision == "fp16" and loaded.flavour == "tensorrt"
+    assert loaded.gpu_name == "NVIDIA A100-SXM4-80GB" and loaded.compute_capability == (8, 0)
+    FakeEngine.names = ("a", "b", "norm_state", "out", "norm_state_out")
+    with pytest.raises(EngineError, match="not a refusion colour-graph engine"):
+        trt_backend.load_engine(write_plan(tmp_path))
 
 
 def test_show_without_gui_support(tmp_path: Path, standin: Path) -> None:

@@ -24,6 +24,7 @@ from refusion.runtime.backends import open_backend  # noqa: E402
 from refusion.runtime.errors import SizeError  # noqa: E402
 from refusion.runtime.imageio import read_image, write_image  # noqa: E402
 from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser, RunConfig, run  # noqa: E402
+from refusion.runtime.size import Size  # noqa: E402
 from refusion.runtime.upsample import LowResFusion, check_infer_size, fused_chroma, graph_luma  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def test_equal_size_matches_the_normal_path(standin: Path, pair) -> None:
     with open_backend(standin, "ort-cpu") as be:
         for mode in ("minmax", "none"):
             normal = Fuser(be, mode)(a, b)
-            via = LowResFusion((a.shape[1], a.shape[0]))(Fuser(be, mode), a, b)
+            via = LowResFusion(Size.of(a))(Fuser(be, mode), a, b)
             assert via.shape == normal.shape and via.dtype == np.uint8
             assert np.abs(via.astype(int) - normal).max() <= 1, mode
 
@@ -81,7 +82,7 @@ def test_half_size_keeps_full_size_and_full_resolution_chroma(standin: Path, int
     a, b = _smooth_pair()
     a[10:14, 20:24] = (255, 255, 255)  # fine detail that the low-resolution luma cannot carry
     with open_backend(standin, "ort-cpu") as be:
-        out = LowResFusion((32, 24), interpolation)(Fuser(be, "none"), a, b)  # Y in [0.2, 0.8]: few clipped
+        out = LowResFusion(Size(24, 32), interpolation)(Fuser(be, "none"), a, b)  # Y in [0.2, 0.8]: few clipped
     assert out.shape == a.shape and out.dtype == np.uint8
     cr, cb = fused_chroma(a, b)
     got = colour.bgr_to_ycrcb(out.astype(np.float32) / 255)
@@ -93,14 +94,14 @@ def test_half_size_keeps_full_size_and_full_resolution_chroma(standin: Path, int
 
 
 def test_check_infer_size() -> None:
-    check_infer_size((16, 16), (16, 16))
-    check_infer_size((320, 240), (480, 640))
+    check_infer_size(Size(16, 16), Size(16, 16))
+    check_infer_size(Size(240, 320), Size(480, 640))
     with pytest.raises(SizeError, match="too small"):
-        check_infer_size((15, 240))
+        check_infer_size(Size(240, 15))
     with pytest.raises(SizeError, match="larger than the frames"):
-        check_infer_size((641, 240), (480, 640))
+        check_infer_size(Size(240, 641), Size(480, 640))
     with pytest.raises(ValueError):
-        LowResFusion((32, 24), "nearest")
+        LowResFusion(Size(24, 32), "nearest")
 
 
 def test_luma_close_to_full_resolution_on_a_real_frame(data_dir: Path) -> None:
@@ -116,7 +117,7 @@ def test_luma_close_to_full_resolution_on_a_real_frame(data_dir: Path) -> None:
     with open_backend(DEFAULT_MODEL, "ort-cpu") as be:
         for mode in ("none", "minmax"):
             full = Fuser(be, mode)(a, b)
-            half = LowResFusion((w // 2, h // 2))(Fuser(be, mode), a, b)
+            half = LowResFusion(Size(h // 2, w // 2))(Fuser(be, mode), a, b)
             assert half.shape == full.shape
             yf, yh = luma(full), luma(half)
             assert np.corrcoef(yf.ravel(), yh.ravel())[0, 1] > 0.97, mode
@@ -148,7 +149,7 @@ def test_cli_infer_size_runs_and_reports_post_stage(tmp_path: Path, standin: Pat
     data = json.loads(stats.read_text())
     assert data["frames"] == 2 and data["size"] == [48, 64] and "post" in data["stages_ms"]
     with open_backend(standin, "ort-cpu") as be:
-        low = LowResFusion((32, 24))
+        low = LowResFusion(Size(24, 32))
         for name in ("000", "001"):
             img = read_image(out / f"{name}.png")
             assert img.shape == (48, 64, 3)
@@ -160,7 +161,7 @@ def test_run_infer_size_equal_to_frame_is_the_normal_path(tmp_path: Path, standi
     ir, vis = _folders(tmp_path)
     base = dict(a=str(ir), b=str(vis), model=standin, backend="ort-cpu", normalisation="minmax")
     run(RunConfig(**base, outputs=(tmp_path / "plain",)))
-    summary = run(RunConfig(**base, outputs=(tmp_path / "same",), infer_size=(64, 48)))
+    summary = run(RunConfig(**base, outputs=(tmp_path / "same",), infer_size=Size(48, 64)))
     assert summary.frames == 2
     for name in ("000.png", "001.png"):
         np.testing.assert_array_equal(read_image(tmp_path / "same" / name), read_image(tmp_path / "plain" / name))
@@ -190,7 +191,7 @@ def test_cli_bad_infer_size(tmp_path: Path, standin: Path, size: str, exit_code:
 def test_infer_size_outside_engine_profile(tmp_path: Path, standin: Path) -> None:
     ir, vis = _folders(tmp_path, n=1)
     be = open_backend(standin, "ort-cpu")
-    be.size_limits = ((32, 32), (64, 64))  # as a TensorRT plan's profile (H, W)
-    config = RunConfig(a=str(ir), b=str(vis), outputs=(tmp_path / "out",), infer_size=(32, 24))
+    be.size_limits = (Size(32, 32), Size(64, 64))  # as a TensorRT plan's profile
+    config = RunConfig(a=str(ir), b=str(vis), outputs=(tmp_path / "out",), infer_size=Size(24, 32))
     with pytest.raises(SizeError, match=r"--infer-size 24x32.*engine profile"):
         run(config, backend=be)

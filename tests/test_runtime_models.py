@@ -187,6 +187,20 @@ def test_backend_reports_card_and_provider(standin: Path) -> None:
         assert "ExecutionProvider" in be.describe()
 
 
+def test_session_loader_checks_without_a_runner(standin: Path, tmp_path: Path) -> None:
+    """load_session opens and checks the colour graph; no OrtBackend is needed to read what it holds."""
+    from refusion.runtime.backends.ort import CPU_EP, load_session
+    from refusion.runtime.errors import EngineError
+
+    loaded = load_session(standin, "cpu")
+    assert loaded.providers == [CPU_EP] and loaded.device == "cpu"
+    assert loaded.card["task"] == "ivif" and loaded.precision == "fp32"
+    assert [i.name for i in loaded.session.get_inputs()] == ["a", "b", "norm_state"]
+    core = build_standin_colour_onnx(tmp_path / "m.onnx", graph_kind="core")
+    with pytest.raises(EngineError, match="colour graph"):
+        load_session(core, "cpu")
+
+
 def test_core_graph_refused_with_hint(tmp_path: Path) -> None:
     from refusion.runtime.backends import open_backend
     from refusion.runtime.errors import EngineError

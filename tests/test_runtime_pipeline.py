@@ -22,7 +22,8 @@ except ImportError:  # tests/ run as a plain folder
 from refusion.runtime.backends import open_backend  # noqa: E402
 from refusion.runtime.backends.base import Backend  # noqa: E402
 from refusion.runtime.imageio import list_images, read_image  # noqa: E402
-from refusion.runtime.pipeline import Fuser, Reporter, RunConfig, run  # noqa: E402
+from refusion.runtime.pipeline import Fuser, RunConfig, run  # noqa: E402
+from refusion.runtime.progress import WARNING, Progress  # noqa: E402
 from refusion.runtime.sources import Source  # noqa: E402
 
 
@@ -65,16 +66,17 @@ def read_video(path: Path) -> list[np.ndarray]:
     return frames
 
 
-class Recorder(Reporter):
+class Recorder(Progress):
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.counts: list[int] = []
 
-    def warn(self, text: str) -> None:
-        self.warnings.append(text)
+    def message(self, text: str) -> None:
+        if text.startswith(WARNING):
+            self.warnings.append(text[len(WARNING):])
 
-    def frame(self, count: int, text: str) -> None:
-        self.counts.append(count)
+    def step(self, info) -> None:
+        self.counts.append(info["frames"])
 
 
 def test_tno_sequence_folders_to_video(tmp_path: Path, data_dir: Path, colour_model: Path) -> None:
@@ -198,9 +200,9 @@ def test_live_source_drops_frames_with_bounded_latency_and_flat_memory() -> None
             super().__init__()
             self.memory: dict[int, int] = {}
 
-        def frame(self, count: int, text: str) -> None:
-            if count in (50, 300):
-                self.memory[count] = tracemalloc.get_traced_memory()[0]
+        def step(self, info) -> None:
+            if info["frames"] in (50, 300):
+                self.memory[info["frames"]] = tracemalloc.get_traced_memory()[0]
 
     rep = MemoryRecorder()
     config = RunConfig(a="fake", b="fake", max_frames=300, max_skew_ms=1000.0)

@@ -141,9 +141,15 @@ def test_name_list_covers_the_builder_code():
         return out
 
     ours = set(dir(Path)) | set(dir(str)) | set(dir(dict)) | set(dir(list)) | set(dir(time)) | {"__members__"}
+    ours |= {"message"}  # progress.message, refusion.runtime.progress
     ours |= {f.name for c in (tb.EngineConfig, tb.GpuInfo, tb.EngineResult, tb.Flavour) for f in dataclasses.fields(c)}
     ours |= set(dir(tb.Flavour)) | set(dir(tn.NetworkReport)) | {f.name for f in dataclasses.fields(tn.NetworkReport)}
-    unlisted = sorted(attrs(tb.build_engine, tb._set_rtx_targets) - ours - set(TRT_BUILD_NAMES) - set(RTX_BUILD_NAMES))
+    builder_code = (tb.build_engine, tb._free_plan_path, tb._check_flavour_options, tb._target_text, tb._builder_config,
+                    tb._inspect_plan, tb._sidecar_data, tb._set_rtx_targets)
+    takes_trt = {f.__name__ for f in vars(tb).values() if inspect.isfunction(f) and f.__module__ == tb.__name__
+                 and "trt" in inspect.signature(f).parameters}
+    assert takes_trt - {f.__name__ for f in builder_code} <= {"_progress_monitor"}, "add new builder helpers here"
+    unlisted = sorted(attrs(*builder_code) - ours - set(TRT_BUILD_NAMES) - set(RTX_BUILD_NAMES))
     assert not unlisted, f"add these TensorRT names to TRT_BUILD_NAMES: {unlisted}"
     ours |= set(dir(tn.ParsedReduce)) | {"__class__"}
     unlisted = sorted(attrs(tn.network_report, tn.parse_onnx) - ours - set(tn.TRT_NETWORK_NAMES))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SizeError
+from ..size import Size
 
 #: Tensor names fixed by the export contract.
 INPUT_A, INPUT_B, INPUT_STATE = "a", "b", "norm_state"
@@ -35,8 +36,8 @@ class Backend(ABC):
         self.device = "cpu"  # "cpu" or "cuda", the device that really runs the graph
         self.card: dict[str, Any] = {}  # the model card (empty when the file has none)
         self.precision = "fp32"
-        #: (min (H, W), max (H, W)) accepted sizes, or None for any size
-        self.size_limits: tuple[tuple[int, int], tuple[int, int]] | None = None
+        #: (min, max) accepted frame sizes, or None for any size
+        self.size_limits: tuple[Size, Size] | None = None
         self.warnings: list[str] = []  # non-fatal notes from opening, for the caller to report
         self._open = False
 

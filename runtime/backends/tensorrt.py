@@ -1,5 +1,11 @@
 """TensorRT backend: a serialised plan run with ``execute_async_v3`` on its own CUDA stream.
 
+Two halves, as in Polygraphy: the loader :func:`load_engine` reads the side-car, checks the
+GPU, the TensorRT version, trust and the I/O tensors and deserialises the plan into a
+:class:`LoadedEngine` (no execution context, no stream: benchmarks, export checks and tests
+use it alone); the runner :class:`TensorRTBackend` adds the context, the stream and the
+pinned buffers, and only runs.
+
 Device memory, the stream, pinned host buffers and async copies come from
 cuda-python's runtime API (``cuda.bindings.runtime``), which uses the primary
 context (the one torch uses too). The GPU is probed with ``cudaGetDeviceCount()``
@@ -18,13 +24,15 @@ carries host code; it is only loaded with ``trust_engine_code=True``
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .._deps import require
 from ..errors import EngineError, MissingDependencyError
+from ..size import Size
 from .base import INPUT_A, INPUT_B, INPUT_STATE, OUTPUT_FUSED, OUTPUT_STATE, Backend
 
 #: Every TensorRT attribute this backend touches (module, classes, methods, properties,
@@ -157,20 +165,166 @@ class _Buffer:
             self.host_ptr = None
 
 
+# -- loader: find, check and deserialise a plan; no execution context, no stream --------------------
+@dataclass
+class LoadedEngine:
+    """A plan that :func:`load_engine` read, checked and deserialised, ready for a runner.
+
+    Reusable without running anything (benchmarks, export checks, tests): it holds no
+    execution context, no stream and no device buffers.
+    """
+
+    plan: Path  # the ``*.plan`` file
+    sidecar: dict[str, Any]  # its ``*.plan.json``
+    flavour: str  # "tensorrt" (full or lean module) or "tensorrt_rtx"
+    trt: Any  # the TensorRT module that loaded it
+    logger: Any  # trt.Logger, kept referenced as long as the runtime
+    runtime: Any  # trt.Runtime
+    engine: Any  # trt.ICudaEngine
+    gpu_name: str  # the GPU that runs it, e.g. "NVIDIA H100 80GB HBM3"
+    compute_capability: tuple[int, int]  # (major, minor) of that GPU
+    card: dict[str, Any]  # the model card from the side-car
+    precision: str  # "fp16" or "fp32", from the side-car
+    size_limits: tuple[Size, Size]  # (min, max) frame size of the optimisation profile
+    warnings: list[str] = field(default_factory=list)  # non-fatal notes (e.g. built on another GPU name)
+
+
+def load_engine(plan: str | Path, trust_engine_code: bool = False, device_id: int = 0) -> LoadedEngine:
+    """Read, check and deserialise a colour-graph plan on CUDA device ``device_id``.
+
+    In this order, so that a plan that cannot run here is refused before any TensorRT object
+    exists: the side-car, a usable GPU, the TensorRT module of the plan's flavour, the GPU's
+    name and compute capability, the side-car against them, trust for host code, then the
+    deserialised engine and its I/O tensors (a, b uint8 (H, W, 3); norm_state float32 (3,)).
+    Raises EngineError (or MissingDependencyError) with one message saying how to go on.
+    """
+    plan = Path(plan)
+    if not plan.is_file():
+        raise EngineError(f"engine not found: {plan}")
+    from ..sidecar import plan_flavour, read_sidecar
+
+    sidecar = read_sidecar(plan)
+    flavour = plan_flavour(sidecar)
+    _require_gpu(plan, sidecar, flavour)
+    cudart = _cudart()
+    trt = import_tensorrt(flavour, str(sidecar.get("tensorrt_version", "")))
+    gpu_name, capability = _select_device(cudart, device_id)
+    warnings: list[str] = []
+    _check_plan_fits(plan, sidecar, trt, gpu_name, capability, warnings.append)
+    version_compatible = bool(sidecar.get("version_compatible", False))
+    if version_compatible and not trust_engine_code:
+        raise EngineError(
+            f"{plan.name} is a version-compatible plan, which runs host code stored in the file; "
+            "load it only if you trust where it came from, with --trust-engine-code"
+        )
+    logger, runtime, engine = _deserialise(trt, plan, version_compatible)
+    return LoadedEngine(
+        plan=plan, sidecar=sidecar, flavour=flavour, trt=trt, logger=logger, runtime=runtime, engine=engine,
+        gpu_name=gpu_name, compute_capability=capability, card=dict(sidecar.get("model_card") or {}),
+        precision=str(sidecar.get("precision", "fp16")), size_limits=_check_io(trt, engine, plan), warnings=warnings,
+    )
+
+
+def _require_gpu(plan: Path, sidecar: dict[str, Any], flavour: str) -> None:
+    """EngineError naming the CPU alternative when no CUDA device is usable (no TensorRT object is made)."""
+    if gpu_count() > 0:
+        return
+    from ..sidecar import rtx_targets_text
+
+    built = f"{flavour} {sidecar.get('tensorrt_version', '?')}"
+    where = rtx_targets_text(sidecar) if flavour == "tensorrt_rtx" else f"{sidecar.get('gpu_name') or 'an NVIDIA GPU'}"
+    onnx = str(sidecar.get("onnx_file") or "MODEL.colour.fp16.onnx").replace(".fp16.onnx", ".onnx")
+    raise EngineError(
+        f"{plan.name} is a {built} engine (for {where}); running it needs an NVIDIA GPU with its "
+        "driver and cuda-python, and none is usable here (cudaGetDeviceCount failed or found 0 devices); "
+        f"on this machine run the ONNX model on the CPU instead: rfrun -m {onnx} --backend ort"
+    )
+
+
+def _select_device(cudart: Any, device_id: int) -> tuple[str, tuple[int, int]]:
+    """Make ``device_id`` current; its (name, (major, minor) compute capability)."""
+    _check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
+    props = _check(cudart.cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")
+    name = props.name
+    gpu_name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\0")
+    return gpu_name, (int(props.major), int(props.minor))
+
+
+def _check_plan_fits(plan: Path, sidecar: dict[str, Any], trt: Any, gpu_name: str, capability: tuple[int, int],
+                     warn: Callable[[str], None]) -> None:
+    """EngineError unless the side-car says a colour-graph plan built for this TensorRT and GPU."""
+    from ..sidecar import check_sidecar
+
+    if sidecar.get("graph", "colour") != "colour":
+        raise EngineError(
+            f"{plan.name} was built from the {sidecar.get('graph')!r} graph; rfrun runs engines "
+            "built from the colour graph: rfexport engine MODEL.colour.fp16.onnx"
+        )
+    check_sidecar(
+        sidecar,
+        trt.__version__,
+        gpu_name,
+        capability,
+        lean=trt.__name__.startswith("tensorrt_lean"),
+        flavour="tensorrt_rtx" if trt.__name__.startswith("tensorrt_rtx") else "tensorrt",
+        plan_path=plan,
+        warn=warn,
+    )
+
+
+def _deserialise(trt: Any, plan: Path, version_compatible: bool) -> tuple[Any, Any, Any]:
+    """(logger, runtime, engine) of ``plan``; EngineError when TensorRT cannot load it."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    runtime = trt.Runtime(logger)
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+    if engine is None:
+        raise EngineError(
+            f"TensorRT {trt.__version__} cannot load {plan.name} (built for another TensorRT "
+            "version or GPU, or a lean runtime given a plan that is not version-compatible); rebuild it "
+            "here: rfexport engine MODEL.fp16.onnx"
+        )
+    return logger, runtime, engine
+
+
+def _check_io(trt: Any, engine: Any, plan: Path) -> tuple[Size, Size]:
+    """EngineError unless the engine has the colour graph's tensors; its profile's (min, max) frame size."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    need = {INPUT_A, INPUT_B, INPUT_STATE, OUTPUT_FUSED, OUTPUT_STATE}
+    if not need <= set(names):
+        raise EngineError(
+            f"{plan.name} is not a refusion colour-graph engine: tensors {names}, expected {sorted(need)}"
+        )
+    inputs = {n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+    if inputs != {INPUT_A, INPUT_B, INPUT_STATE}:
+        raise EngineError(f"{plan.name}: engine inputs are {sorted(inputs)}, expected a, b, norm_state")
+    mins, _opt, maxs = engine.get_tensor_profile_shape(INPUT_A, 0)
+    return Size(int(mins[0]), int(mins[1])), Size(int(maxs[0]), int(maxs[1]))
+
+
+# -- runner: an execution context, a stream and pinned buffers around a loaded engine ------------
 class TensorRTBackend(Backend):
-    """Runs a colour-graph plan (``*.plan`` with its ``*.plan.json`` side-car)."""
+    """Runs a colour-graph plan (``*.plan`` with its ``*.plan.json`` side-car).
+
+    :meth:`open` loads the plan with :func:`load_engine` (or takes a :class:`LoadedEngine`
+    already loaded), then creates the execution context and the CUDA stream; :meth:`infer`
+    only runs.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, model: str | Path, trust_engine_code: bool = False, device_id: int = 0) -> None:
+    def __init__(self, model: str | Path, trust_engine_code: bool = False, device_id: int = 0,
+                 loaded: LoadedEngine | None = None) -> None:
         super().__init__(model)
         self.trust_engine_code = trust_engine_code
         self.device_id = device_id
         self.device = "cuda"
+        self.loaded = loaded
         self.sidecar: dict[str, Any] = {}
         self.trt: Any = None
         self.cudart: Any = None
-        self._runtime = self._engine = self._context = None
+        self._engine = self._context = None
         self._stream = None
         self._buffers: dict[str, _Buffer] = {}
         self._shape: tuple[int, ...] | None = None
@@ -180,80 +334,17 @@ class TensorRTBackend(Backend):
         self._runtime_config: Any = None
 
     def open(self) -> "TensorRTBackend":
-        if not self.model.is_file():
-            raise EngineError(f"engine not found: {self.model}")
-        from ..sidecar import check_sidecar, plan_flavour, read_sidecar, rtx_targets_text
-
-        self.sidecar = read_sidecar(self.model)
-        self.flavour = flavour = plan_flavour(self.sidecar)
-        built = f"{flavour} {self.sidecar.get('tensorrt_version', '?')}"
-        if gpu_count() == 0:
-            where = rtx_targets_text(self.sidecar) if flavour == "tensorrt_rtx" else (
-                f"{self.sidecar.get('gpu_name') or 'an NVIDIA GPU'}")
-            onnx = str(self.sidecar.get("onnx_file") or "MODEL.colour.fp16.onnx").replace(".fp16.onnx", ".onnx")
-            raise EngineError(
-                f"{self.model.name} is a {built} engine (for {where}); running it needs an NVIDIA GPU with its "
-                "driver and cuda-python, and none is usable here (cudaGetDeviceCount failed or found 0 devices); "
-                f"on this machine run the ONNX model on the CPU instead: rfrun -m {onnx} --backend ort"
-            )
+        loaded = self.loaded or load_engine(self.model, self.trust_engine_code, self.device_id)
+        self.loaded = loaded
+        self.sidecar, self.flavour, self.trt, self.gpu_name = loaded.sidecar, loaded.flavour, loaded.trt, loaded.gpu_name
+        self.card, self.precision, self.size_limits = loaded.card, loaded.precision, loaded.size_limits
+        self.warnings.extend(loaded.warnings)
         self.cudart = _cudart()
-        self.trt = trt = import_tensorrt(flavour, str(self.sidecar.get("tensorrt_version", "")))
-        _check(self.cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
-        props = _check(self.cudart.cudaGetDeviceProperties(self.device_id), "cudaGetDeviceProperties")
-        name = props.name
-        self.gpu_name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\0")
-        capability = (int(props.major), int(props.minor))
-
-        if self.sidecar.get("graph", "colour") != "colour":
-            raise EngineError(
-                f"{self.model.name} was built from the {self.sidecar.get('graph')!r} graph; rfrun runs engines "
-                "built from the colour graph: rfexport engine MODEL.colour.fp16.onnx"
-            )
-        check_sidecar(
-            self.sidecar,
-            trt.__version__,
-            self.gpu_name,
-            capability,
-            lean=trt.__name__.startswith("tensorrt_lean"),
-            flavour="tensorrt_rtx" if trt.__name__.startswith("tensorrt_rtx") else "tensorrt",
-            plan_path=self.model,
-            warn=self.warnings.append,
-        )
-        self.card = dict(self.sidecar.get("model_card") or {})
-        self.precision = str(self.sidecar.get("precision", "fp16"))
-        version_compatible = bool(self.sidecar.get("version_compatible", False))
-        if version_compatible and not self.trust_engine_code:
-            raise EngineError(
-                f"{self.model.name} is a version-compatible plan, which runs host code stored in the file; "
-                "load it only if you trust where it came from, with --trust-engine-code"
-            )
-
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if version_compatible:
-            self._runtime.engine_host_code_allowed = True
-        self._engine = self._runtime.deserialize_cuda_engine(self.model.read_bytes())
-        if self._engine is None:
-            raise EngineError(
-                f"TensorRT {trt.__version__} cannot load {self.model.name} (built for another TensorRT "
-                "version or GPU, or a lean runtime given a plan that is not version-compatible); rebuild it "
-                "here: rfexport engine MODEL.fp16.onnx"
-            )
-        if flavour == "tensorrt_rtx":
+        self._engine = loaded.engine
+        if self.flavour == "tensorrt_rtx":
             self._context = self._engine.create_execution_context(self._rtx_runtime_config())
         else:
             self._context = self._engine.create_execution_context()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        need = {INPUT_A, INPUT_B, INPUT_STATE, OUTPUT_FUSED, OUTPUT_STATE}
-        if not need <= set(names):
-            raise EngineError(
-                f"{self.model.name} is not a refusion colour-graph engine: tensors {names}, expected {sorted(need)}"
-            )
-        inputs = {n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
-        if inputs != {INPUT_A, INPUT_B, INPUT_STATE}:
-            raise EngineError(f"{self.model.name}: engine inputs are {sorted(inputs)}, expected a, b, norm_state")
-        mins, _opt, maxs = self._engine.get_tensor_profile_shape(INPUT_A, 0)
-        self.size_limits = ((int(mins[0]), int(mins[1])), (int(maxs[0]), int(maxs[1])))
         self._stream = _check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._open = True
         return self
@@ -347,7 +438,8 @@ class TensorRTBackend(Backend):
         self._stream = None
         if self._context is not None:
             self._save_runtime_cache()
-        self._context = self._engine = self._runtime = None
+        self._context = self._engine = None
+        self.loaded = None
         self._runtime_cache = self._runtime_config = None
         self._shape = None
         self._open = False
