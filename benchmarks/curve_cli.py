@@ -38,25 +38,14 @@ def curve(runs: tuple[Path, ...], task: str, data: Path, baselines: tuple[str, .
     """
     setup_logging(verbose)
     check_results_dir(out)
-    from tqdm import tqdm
-
     from refusion.runtime.imageio import write_image
+    from refusion.runtime.progress import TqdmProgress
 
     from .learning_curve import curve_report, curve_to_markdown, render_curve
 
     config = QualityConfig(task=task.lower(), data=data, baselines=tuple(b.lower() for b in baselines),
                            limit=limit, device=device)
-    bar = tqdm(desc="curve", unit="img", leave=False, delay=1.0)
-
-    def tick(done: int, total: int, text: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(text, refresh=False)
-        bar.update(1)
-
-    try:
-        report = curve_report(config, list(runs), tick)
-    finally:
-        bar.close()
+    report = curve_report(config, list(runs), TqdmProgress(unit="img", leave=False, delay=1.0))
     stem = f"curve_{config.task}" if overwrite else free_stem(out, f"curve_{config.task}", (".json", ".md", ".png"))
     js, md = write_results(out, stem, json.dumps(report, indent=1), curve_to_markdown(report), overwrite=True)
     png = out / f"{stem}.png"

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
-
 import cv2
 import numpy as np
 
 from refusion.runtime.errors import DataError
+from refusion.runtime.progress import Progress
 
 from .quality import QualityConfig, baseline_method, evaluate, model_method
 
@@ -35,7 +34,7 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
 
 
 def curve_report(config: QualityConfig, runs: list[Path],
-                 progress: Callable[[int, int, str], None] | None = None) -> dict:
+                 progress: Progress | None = None) -> dict:
     """The quality report of every snapshot (label ``RUN@Nmin``) and baseline, plus a ``curve``
     entry: per run, the minutes and each metric's mean at those minutes."""
     names = [Path(r).name for r in runs]

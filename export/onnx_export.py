@@ -124,7 +124,7 @@ def output_paths(model: Path, out_dir: Path | None, fp16: bool, graphs: Sequence
 
 def build_card(loaded: Any, training_data: str = "") -> ModelCard:
     """The model card of a ``LoadedModel`` (refusion.train.checkpoint)."""
-    from refusion.train.checkpoint import TASK_SOURCES
+    from refusion.runtime.tasks import TASK_SOURCES
 
     torch = _torch()
     onnx = _onnx()
@@ -435,7 +435,8 @@ def export_model(config: ExportConfig, progress: Progress | None = None) -> Expo
     ExportCheckError when a check fails (nothing is left under the final names then).
     What it does goes to ``progress`` as messages.
     """
-    from refusion.train.checkpoint import TASKS, load_fusion_model
+    from refusion.runtime.tasks import TASKS
+    from refusion.train.checkpoint import load_fusion_model
 
     say = (progress or Progress()).message
     model = Path(config.model)
@@ -466,7 +467,7 @@ def export_model(config: ExportConfig, progress: Progress | None = None) -> Expo
 
 def _checked_outputs(config: ExportConfig, model: Path) -> dict[str, Path]:
     """The output paths of ``config`` (key "graph.precision"), after checking the request; nothing is written."""
-    from refusion.train.checkpoint import TASKS
+    from refusion.runtime.tasks import TASKS
 
     if model.suffix.lower() in (".onnx", ".plan", ".engine"):
         raise CheckpointError(

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from refusion.runtime.imageio import read_image
-from refusion.train.checkpoint import TASKS, load_fusion_model
+from refusion.runtime.tasks import TASKS
+from refusion.train.checkpoint import load_fusion_model
 from refusion.train.networks import (
     FusionNet,
     LossProposalNet,

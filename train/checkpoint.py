@@ -18,7 +18,6 @@ import torch
 
 from refusion.runtime.errors import CheckpointError
 from refusion.runtime.fsutil import atomic_path
-from refusion.runtime.tasks import TASK_SOURCES, TASKS  # noqa: F401  (re-exported)
 
 from .networks import FusionConfig, FusionNet
 

@@ -6,11 +6,12 @@ Console script: ``rftrain = refusion.train.cli:main``. Multi-GPU: ``torchrun
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import click
 
 from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.progress import TqdmProgress
 
 from .config import PRESETS, RUNS_DIR, TASK_ROLES, TASKS, VAL_METRICS
 
@@ -123,7 +124,7 @@ def main(task: str, out: str | None, preset: str, resume: bool, overwrite: bool,
     setup_logging(verbose)
     from refusion.runtime.fsutil import check_writable
 
-    from .config import default_run_dir, preset_config
+    from .config import default_run_dir
 
     if out is None:
         out = default_run_dir(task, resume)
@@ -136,30 +137,9 @@ def main(task: str, out: str | None, preset: str, resume: bool, overwrite: bool,
     from .distributed import init_distributed
     from .trainer import train
 
-    flags = {"no_swap": ("swap_augment", False), "no_panels": ("panels", False)}
-    overrides: dict[str, Any] = {"task": task}
-    for k, v in opts.items():
-        if v is None:
-            continue
-        if k in flags:
-            name, value = flags[k]
-            overrides[name] = value
-        else:
-            overrides[k] = v
-    if resume:
-        # Continue with the run's own settings; options given now override them.
-        from pathlib import Path
-
-        from .checkpoint import load_checkpoint
-        from .config import TrainConfig
-
-        last = Path(out) / "last.pt"
-        stored = load_checkpoint(last).get("train_config") if last.is_file() else None
-        config = TrainConfig.from_dict({**stored, **overrides}) if stored else preset_config(preset, **overrides)
-    else:
-        config = preset_config(preset, **overrides)
+    config = _config(task, preset, resume, out, opts)
     dist = init_distributed(config.device)
-    hooks = TqdmHooks(enabled=dist.main)
+    hooks = TrainProgress(enabled=dist.main)
     try:
         result = train(config, out, resume=resume, overwrite=overwrite, hooks=hooks, dist=dist)
     finally:
@@ -170,6 +150,30 @@ def main(task: str, out: str | None, preset: str, resume: bool, overwrite: bool,
     if dist.main:
         click.echo(f"done: {result.global_step} steps, {result.epochs_done} epochs; last: {result.last}; "
                    f"best: {result.best}")
+
+
+def _config(task: str, preset: str, resume: bool, out: str, opts: dict[str, Any]):
+    """The run's TrainConfig: the preset with the options given; with ``resume``, the run's stored
+    settings with the options given now on top."""
+    from .config import TrainConfig, preset_config
+
+    flags = {"no_swap": ("swap_augment", False), "no_panels": ("panels", False)}
+    overrides: dict[str, Any] = {"task": task}
+    for k, v in opts.items():
+        if v is None:
+            continue
+        name, value = flags.get(k, (k, v))
+        overrides[name] = value
+    if resume:
+        from pathlib import Path
+
+        from .checkpoint import load_checkpoint
+
+        last = Path(out) / "last.pt"
+        stored = load_checkpoint(last).get("train_config") if last.is_file() else None
+        if stored:
+            return TrainConfig.from_dict({**stored, **overrides})
+    return preset_config(preset, **overrides)
 
 
 def passive_openmp() -> None:
@@ -191,41 +195,24 @@ def training_threads() -> int:
     return max(1, physical_cores() // local)
 
 
-class TqdmHooks:
-    """tqdm progress bar with the latest losses; messages go to stderr."""
+class TrainProgress(TqdmProgress):
+    """The training bar (one unit = one step) with the latest losses beside it, and one line per validation."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.bar = None
+        super().__init__(quiet=not enabled, unit="step")
         self.last: dict[str, str] = {}
 
-    def start(self, total: int, done: int) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True)
-
-    def step(self, info: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
+    def step(self, info: Mapping[str, Any]) -> None:
         if info.get("phase") == "val":
-            self.bar.write("epoch {epoch} validation: ".format(**info) + ", ".join(
+            self.message("epoch {epoch} validation: ".format(**info) + ", ".join(
                 f"{k[4:]} {v:.3f}" for k, v in info.items() if k.startswith("val_")))
             return
         for k in ("loss_f", "loss_r", "meta_loss"):
             if k in info:
                 self.last[k] = f"{info[k]:.4g}"
-        self.bar.set_postfix(epoch=info["epoch"], phase=info["phase"], **self.last, refresh=False)
-        self.bar.update(1)
-
-    def message(self, text: str) -> None:
-        if self.enabled:
-            click.echo(text, err=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        status = ", ".join([f"epoch={info['epoch']}", f"phase={info['phase']}",
+                            *(f"{k}={v}" for k, v in self.last.items())])
+        super().step({"postfix": status})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from refusion.runtime.errors import CheckpointError, RefusionError
+from refusion.runtime.progress import Progress, warning
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
@@ -39,15 +40,6 @@ PHASES = ("meta", "fusion", "end")
 
 class TrainingDiverged(RefusionError):
     """A loss became NaN or infinite."""
-
-
-class Hooks:
-    """Progress callbacks; the CLI implements them with tqdm. Library code never prints."""
-
-    def start(self, total: int, done: int) -> None: ...
-    def step(self, info: dict[str, Any]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -79,11 +71,11 @@ class Trainer:
     """One training run. Build it, then call :meth:`run`."""
 
     def __init__(self, config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-                 hooks: Hooks | None = None, dist: DistInfo | None = None, data=None) -> None:
+                 hooks: Progress | None = None, dist: DistInfo | None = None, data=None) -> None:
         self.config = config
         self.out = Path(out)
         self.rundir = RunDir(self.out, writer=(dist or DistInfo()).main)
-        self.hooks = hooks or Hooks()
+        self.hooks = hooks or Progress()  # library code never prints
         self.dist = dist or DistInfo()
         self.device = resolve_device(config.device, self.dist)
         self.rundir.prepare(resume, overwrite)
@@ -161,7 +153,7 @@ class Trainer:
                                "epochs", "max_steps", "ckpt_every", "save_every_epoch", "panels")
                   and getattr(self.config, k) != v]
         if differ:
-            self.hooks.message(f"warning: resuming with options that differ from the checkpoint: {', '.join(differ)}")
+            self.hooks.message(warning(f"resuming with options that differ from the checkpoint: {', '.join(differ)}"))
         self.epoch, self.phase, self.step = int(pos["epoch"]), str(pos["phase"]), int(pos["step"])
         self.global_step = int(pos["global_step"])
         self.train_seconds = float(pos.get("train_seconds", 0.0))
@@ -331,6 +323,6 @@ def _tuplify(obj: Any) -> Any:
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-          hooks: Hooks | None = None, dist: DistInfo | None = None) -> TrainResult:
+          hooks: Progress | None = None, dist: DistInfo | None = None) -> TrainResult:
     """Train F (with P and R) as Algorithm 1 describes; see :class:`Trainer`."""
     return Trainer(config, out, resume, overwrite, hooks, dist).run()
