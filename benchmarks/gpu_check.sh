@@ -9,7 +9,7 @@
 #
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S (default 480, the whole script),
 # GPU_CHECK_STAGES (default "env,tests,latency,profile,train"), GPU_CHECK_MODEL (default the bundled
-# checkpoint train/models/ivif_quick.pt; an authors' .pth needs GPU_CHECK_TASK=ivif).
+# checkpoint train/models/ivif.pt; an authors' .pth needs GPU_CHECK_TASK=ivif).
 # Each stage has its own timeout and a failed or slow stage does not stop the next one. The folder holds
 # at most 8 files (what the lent GPU machines hand back from $OUT): summary.md, log.txt, the latency,
 # profile and train-speed reports (.json + .md/.txt each).
@@ -27,7 +27,7 @@ case "$DEVICE" in cuda|cpu) ;; *) echo "GPU_CHECK_DEVICE must be cuda or cpu, no
 PY=${PYTHON:-python3}
 BUDGET=${GPU_CHECK_BUDGET_S:-480}
 STAGES=${GPU_CHECK_STAGES:-env,tests,latency,profile,train}
-MODEL=${GPU_CHECK_MODEL:-$REPO/train/models/ivif_quick.pt}
+MODEL=${GPU_CHECK_MODEL:-$REPO/train/models/ivif.pt}
 TASK_ARGS=()
 [ -n "${GPU_CHECK_TASK:-}" ] && TASK_ARGS=(--task "$GPU_CHECK_TASK")
 START=$(date +%s)

@@ -65,7 +65,7 @@ def test_kernel_profile_on_cpu(tmp_path: Path, torch_one_thread) -> None:
     pytest.importorskip("torch")
     from refusion.benchmarks.kernel_profile import ProfileConfig, profile_forward, write_report
 
-    model = REPO / "train" / "models" / "ivif_quick.pt"
+    model = REPO / "train" / "models" / "ivif.pt"
     report = profile_forward(ProfileConfig(model=model, size=(16, 24), device="cpu", precisions=("fp32",), warmup=1,
                                            row_limit=5))
     (run,) = report["runs"]

@@ -218,7 +218,7 @@ def test_rfrun_pipeline_with_torch_backend(tmp_path: Path, tiny_checkpoint, torc
 # On the bundled (trained) model with a structured pair: a random network's output spans so little that the
 # min-max normalisation would magnify FP16 rounding far beyond what a real model shows.
 
-BUNDLED = Path(__file__).resolve().parents[1] / "train" / "models" / "ivif_quick.pt"
+BUNDLED = Path(__file__).resolve().parents[1] / "train" / "models" / "ivif.pt"
 
 
 def _structured(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -63,7 +63,10 @@ def _opt(*names: str, **kw: Any):
               help=f"Run directory [default: {RUNS_DIR}/TASK, numbered {RUNS_DIR}/TASK2, ... when it exists; "
                    "with --resume the newest one]. Checked for writability before anything starts.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
-              help="paper: the paper's schedule. quick: 26 min IVIF on a 2-core CPU, P with its own step 1e-3.")
+              help="paper: the paper's schedule (a GPU). quick: 4 epochs, F at lr 1e-3, 51 min for IVIF on one "
+                   "core of the 2-core CPU (measured). long: 6 epochs, 78 min (the bundled IVIF model is its best "
+                   "epoch, at 66 min). quick/long hold 4 training pairs out for validation and pick best.pt on "
+                   "their Q_AB/F; scores in the README.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt (exact, mid-epoch too) with "
               "its stored settings; options given with --resume override them (e.g. --epochs, --device).")
 @click.option("--overwrite", is_flag=True, help="Delete the checkpoints in --out and start again.")

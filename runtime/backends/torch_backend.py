@@ -39,7 +39,7 @@ PRECISIONS = ("auto", "fp16", "fp32")
 NORM_EPS = 1e-6
 #: The bundled colour ONNX -> the bundled checkpoint it was exported from (its model card's
 #: provenance names the file and its sha256; a test checks they still match).
-BUNDLED_CHECKPOINTS = {"ivif.colour.onnx": "ivif_quick.pt"}
+BUNDLED_CHECKPOINTS = {"ivif.colour.onnx": "ivif.pt"}
 #: Untimed eager runs on the capture stream before a CUDA graph is captured (cuDNN/cuBLAS set-up).
 GRAPH_WARMUP = 3
 #: Frame sizes whose buffers (and CUDA graph, with its memory pool) are kept; the oldest goes first.
