@@ -74,6 +74,10 @@ def default_run_dir(task: str, resume: bool = False, root: str = RUNS_DIR) -> st
     return f"{base}{n}"
 
 
+#: Options whose "unset" (None) was written as 0 by older checkpoints.
+UNSET_WAS_ZERO = ("meta_crop", "p_lr", "inner_lr")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run (stored in every checkpoint)."""
@@ -97,17 +101,17 @@ class TrainConfig:
     meta_steps: int = 600  # M outer steps per epoch (each uses a meta-train and a meta-test batch)
     fusion_steps: int = 1600  # N fusion & reconstruction steps per epoch
     crop: int = 128  # random square crop of the fusion phase
-    meta_crop: int = 0  # crop of the meta phase (0: same as crop); smaller = cheaper meta steps
+    meta_crop: int | None = None  # crop of the meta phase (None: same as crop); smaller = cheaper meta steps
     pairs_per_batch: int = 2  # each batch = these pairs + the same pairs with a and b swapped
     swap_augment: bool = True  # the paper's only augmentation
     # --- optimisation ---
     lr: float = 1e-4  # Adam lr of F and R; also the inner look-ahead step (lr_e)
     lr_step: int = 10  # StepLR period in epochs
     lr_gamma: float = 0.1  # StepLR factor
-    p_lr: float = 0.0  # P's step size (0: same as lr, the paper); follows the same StepLR factor
+    p_lr: float | None = None  # P's step size (None: same as lr, the paper); follows the same StepLR factor
     p_optimizer: str = "maxnorm"  # "maxnorm": th_P -= p_lr * g / max|g| (paper); "adam"
     outer_accum: int = 2  # outer steps accumulated per update of P
-    inner_lr: float = 0.0  # look-ahead step of the inner update (0: the current lr_e)
+    inner_lr: float | None = None  # look-ahead step of the inner update (None: the current lr_e)
     alpha1: float = 1.0  # weight of the gradient term of L_f
     alpha2: float = 1.0  # weight of the gradient term of L_r
     alpha1_ramp: bool = False  # quirk of the released schedule: alpha1 = (epoch+1)/L
@@ -142,10 +146,12 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "meta_crop", "max_steps"):
+        if self.meta_crop is not None and self.meta_crop < 1:
+            raise ConfigError(f"meta-crop must be at least 1, got {self.meta_crop}")
+        for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "max_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.lr <= 0 or self.p_lr < 0 or self.inner_lr < 0:
+        if self.lr <= 0 or any(v is not None and v <= 0 for v in (self.p_lr, self.inner_lr)):
             raise ConfigError("learning rates must be positive")
         if self.meta_grad not in ("jvp", "double_backward", "none"):
             raise ConfigError(f"meta-grad must be jvp, double_backward or none, got {self.meta_grad!r}")
@@ -171,11 +177,11 @@ class TrainConfig:
     @property
     def p_step(self) -> float:
         """Base step size of P (before the StepLR factor)."""
-        return self.p_lr or self.lr
+        return self.p_lr if self.p_lr is not None else self.lr
 
     @property
     def meta_crop_size(self) -> int:
-        return self.meta_crop or self.crop
+        return self.meta_crop if self.meta_crop is not None else self.crop
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +192,9 @@ class TrainConfig:
         values = {k: v for k, v in d.items() if k in known}
         if "snapshot_minutes" in values:  # stored as a list in a checkpoint
             values["snapshot_minutes"] = tuple(values["snapshot_minutes"])
+        for name in UNSET_WAS_ZERO:  # checkpoints written before None meant "unset" stored 0
+            if values.get(name) == 0:
+                values[name] = None
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -197,8 +206,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Bai et al. 2024: L=50, M=600, N=1600, 128x128 crops, 2 pairs + swapped,
     # Adam 1e-4 with StepLR(10, 0.1), max-normalised P step with the same lr.
     "paper": dict(
-        epochs=50, meta_steps=600, fusion_steps=1600, crop=128, meta_crop=0, pairs_per_batch=2,
-        lr=1e-4, lr_step=10, lr_gamma=0.1, p_lr=0.0, p_optimizer="maxnorm", outer_accum=2,
+        epochs=50, meta_steps=600, fusion_steps=1600, crop=128, meta_crop=None, pairs_per_batch=2,
+        lr=1e-4, lr_step=10, lr_gamma=0.1, p_lr=None, p_optimizer="maxnorm", outer_accum=2,
     ),
     # IVIF on a 2-core CPU, one thread (measured, the other core busy with a second run: 600 steps in 50.9 min).
     # F and R learn at 1e-3 (10x the paper's 1e-4: at 1e-4 a CPU-sized schedule leaves F a blurred blend below

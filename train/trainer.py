@@ -53,10 +53,10 @@ class TrainResult:
 
 
 def meta_config(config: TrainConfig) -> MetaConfig:
-    """The learner's frozen config from a training config (0 there means "unset")."""
+    """The learner's frozen config from a training config."""
     return MetaConfig(
-        lr=config.lr, p_lr=config.p_lr or None, p_optimizer=config.p_optimizer, outer_accum=config.outer_accum,
-        inner_lr=config.inner_lr or None, alpha1=config.alpha1, alpha2=config.alpha2,
+        lr=config.lr, p_lr=config.p_lr, p_optimizer=config.p_optimizer, outer_accum=config.outer_accum,
+        inner_lr=config.inner_lr, alpha1=config.alpha1, alpha2=config.alpha2,
         meta_grad=config.meta_grad, leak_fusion_grad=config.leak_fusion_grad, grad_stats=config.p_grad_stats,
     )
 
