@@ -33,6 +33,10 @@ MUTATIONS = [
      "reduce = all_reduce_mean(self.dist.world) if self.dist.world > 1 else None", "reduce = None"),
     ("meta-gradient sign flipped", "train/meta.py",
      "meta_term = -lr * (dlf_df * ju).sum()", "meta_term = lr * (dlf_df * ju).sum()"),
+    ("leak on every outer step, not once per P update", "train/meta.py",
+     "if cfg.leak_fusion_grad and self.accum_count > 0:", "if False:"),
+    ("validation held-out pairs also trained on", "train/dataset.py",
+     "            found = kept\n", ""),
 ]
 
 
