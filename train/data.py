@@ -54,8 +54,7 @@ def load_pairs(pairs: list[tuple[str, Path, Path]], max_side: int = 0) -> PairSe
                 f"pair {name!r} has different sizes: {pa} is {a.shape[1]}x{a.shape[0]}, "
                 f"{pb} is {b.shape[1]}x{b.shape[0]}"
             )
-        if max_side and max(a.shape) > max_side:
-            a, b = downscale(a, max_side), downscale(b, max_side)
+        a, b = downscale(a, max_side), downscale(b, max_side)
         names.append(name)
         a_list.append(a)
         b_list.append(b)
@@ -63,6 +62,10 @@ def load_pairs(pairs: list[tuple[str, Path, Path]], max_side: int = 0) -> PairSe
 
 
 def downscale(img: np.ndarray, max_side: int) -> np.ndarray:
+    """``img`` resized (INTER_AREA) so its longer side is at most ``max_side``; unchanged when it already
+    is, or when ``max_side`` is 0."""
+    if not max_side or max(img.shape) <= max_side:
+        return img
     import cv2
 
     s = max_side / max(img.shape)

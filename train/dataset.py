@@ -71,8 +71,8 @@ def load_training_data(config) -> TrainData:
         else:
             k = min(config.val_pairs, len(train))
             val = train.subset(list(range(k)))
-            val = PairSet(val.names, [_cap(x, config.val_max_side) for x in val.a],
-                          [_cap(x, config.val_max_side) for x in val.b])
+            val = PairSet(val.names, [downscale(x, config.val_max_side) for x in val.a],
+                          [downscale(x, config.val_max_side) for x in val.b])
             note = f"{k} training pairs (no held-out folder found)"
     return TrainData(train, val or PairSet([], [], []), note)
 
@@ -85,6 +85,3 @@ def split_holdout(found: list, k: int) -> tuple[list, list]:
     idx = set(np.linspace(0, len(found) - 1, k + 2)[1:-1].round().astype(int).tolist())
     return [p for i, p in enumerate(found) if i not in idx], [p for i, p in enumerate(found) if i in idx]
 
-
-def _cap(img: np.ndarray, max_side: int) -> np.ndarray:
-    return downscale(img, max_side) if max_side and max(img.shape) > max_side else img

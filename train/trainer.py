@@ -74,9 +74,9 @@ class Trainer:
                  hooks: Progress | None = None, dist: DistInfo | None = None, data=None) -> None:
         self.config = config
         self.out = Path(out)
-        self.rundir = RunDir(self.out, writer=(dist or DistInfo()).main)
         self.hooks = hooks or Progress()  # library code never prints
         self.dist = dist or DistInfo()
+        self.rundir = RunDir(self.out, writer=self.dist.main)
         self.device = resolve_device(config.device, self.dist)
         self.rundir.prepare(resume, overwrite)
         self.data = data if data is not None else load_training_data(config)
