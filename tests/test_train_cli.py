@@ -58,12 +58,12 @@ def test_cli_uses_the_default_run_folder_and_physical_cores(tmp_path: Path, monk
     monkeypatch.setattr(trainer, "train", fake_train)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs" / "ivif").mkdir(parents=True)
-    res = CliRunner().invoke(rftrain, ["ivif", "--synthesize-from", str(tmp_path)])
+    (tmp_path / "runs" / "mfif").mkdir(parents=True)
+    res = CliRunner().invoke(rftrain, ["mfif", "--synthesize-from", str(tmp_path)])
     assert res.exit_code == 1 and "stopped by the test" in res.output
-    assert seen == {"out": str(Path("runs", "ivif2")), "threads": physical_cores()}
+    assert seen == {"out": str(Path("runs", "mfif2")), "threads": physical_cores()}
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    res = CliRunner().invoke(rftrain, ["ivif", "--synthesize-from", str(tmp_path), "--threads", "1"])
+    res = CliRunner().invoke(rftrain, ["mfif", "--synthesize-from", str(tmp_path), "--threads", "1"])
     assert seen["threads"] == 1
 
 
@@ -101,5 +101,5 @@ def test_unwritable_out_is_one_message(tmp_path: Path) -> None:
 
 def test_help_shows_percent_once_and_memory_per_crop() -> None:
     text = CliRunner().invoke(rftrain, ["-h"]).output
-    assert "30-70% is" in " ".join(text.split()) and "%%" not in text
+    assert "covering 30-70%," in " ".join(text.split()) and "%%" not in text
     assert "3694 MiB" in text and "2261 MiB" in text

@@ -109,6 +109,47 @@ def test_synthetic_multifocus_pairs(tmp_path):
     assert not np.allclose(near, far)
 
 
+def test_synthetic_exposure_brackets_follow_the_recipe():
+    """under = lin * 2^-s (1.5-3 stops) through the same gamma, over = lin * 2^s clipped at white, 8 bits."""
+    from refusion.train.synth import GAMMA_RANGE, make_bracket
+
+    y = np.tile(np.linspace(0.05, 0.95, 64, dtype=np.float32), (32, 1))
+    under, over = make_bracket(y, np.random.default_rng(3))
+    assert under.mean() < y.mean() < over.mean()  # the roles: source a dark, source b bright
+    for x in (under, over):
+        assert np.allclose(x * 255, np.round(x * 255), atol=1e-4)  # stored as 8 bits
+    assert over[:, -8:].min() == 1.0 and under.max() < 0.6  # highlights blown in over only
+    # same gamma on both sides, so under/over in linear units is 2^-(s + s') wherever neither clips or drowns
+    mid = slice(24, 40)
+    stops = []
+    for gamma in np.linspace(*GAMMA_RANGE, 41):
+        ratio = (under[:, mid].astype(np.float64) ** gamma) / (y[:, mid].astype(np.float64) ** gamma)
+        stops.append((np.std(np.log2(ratio)), -np.median(np.log2(ratio))))
+    spread, down = min(stops)
+    assert 1.5 - 0.1 <= down <= 3.0 + 0.1 and spread < 0.1
+    again = make_bracket(y, np.random.default_rng(3))
+    assert np.array_equal(again[0], under) and np.array_equal(again[1], over)
+
+
+def test_synthetic_validation_pairs_come_from_held_out_images(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(photos / f"p{i}.png"), (rng.random((48, 48)) * 255).astype(np.uint8))
+    root = make_dataset(tmp_path / "sice", n_train=2, roles=("under", "over"))
+    cfg = TrainConfig(task="meif", synthesize_from=str(photos), data=str(root), synth_pairs=10,
+                      val_from_train=2, val_pairs=2, crop=32)
+    d = load_training_data(cfg)
+    stems = lambda names: {n.rsplit("_s", 1)[0] for n in names}  # noqa: E731
+    held = stems(d.val.names)
+    assert len(held) == 2 and not held & stems(d.train.names)
+    assert len(d.train) == 10 + 2  # the synthetic pairs, then the real training pairs of --data
+    assert all(a.mean() < b.mean() for a, b in zip(d.train.a[:10], d.train.b[:10]))  # under darker than over
+    with pytest.raises(Exception, match="mfif and meif only"):
+        TrainConfig(task="mif", synthesize_from=str(photos))
+
+
 # ----- loop -----
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     root = make_dataset(tmp_path / "d")

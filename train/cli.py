@@ -16,10 +16,11 @@ from refusion.runtime.progress import TqdmProgress
 from .config import PRESETS, RUNS_DIR, TASK_ROLES, TASKS, VAL_METRICS
 
 SYNTH_HELP = (
-    "Folder of sharp images: build synthetic near/far pairs (multi-focus has no training pairs). "
-    "Recipe: a smooth random mask (coarse uniform noise, upscaled, Gaussian-blurred, thresholded so 30-70% "
-    "is 'near', edges softened with sigma 2 px); Gaussian defocus with sigma in [1.5, 4] px; "
-    "near = sharp inside the mask, blurred outside; far = the complement."
+    "Folder of images to make training pairs from (train/synth.py has the recipes). mfif, from sharp images: "
+    "a smooth random focus mask covering 30-70%, Gaussian defocus with sigma in [1.5, 4] px; near = sharp inside "
+    "the mask, far = sharp outside. meif, from well-exposed images: gamma in [1.8, 2.6] linearises, under = 1.5-3 "
+    "stops down with read noise, over = 1.5-3 stops up clipped at white, both stored as 8 bits. With "
+    "--val-from-train N, N whole images are held out for validation. Real pairs in --data's train split are added."
 )
 
 
@@ -53,7 +54,7 @@ def _opt(*names: str, **kw: Any):
 @_opt("--val-a-dir", type=click.Path(file_okay=False), help="Validation sources a (default <data>/test/<role>).")
 @_opt("--val-b-dir", type=click.Path(file_okay=False), help="Validation sources b.")
 @_opt("--synthesize-from", type=click.Path(file_okay=False), help=SYNTH_HELP)
-@_opt("--synth-pairs", type=int, help="Synthetic pairs to build (0: one per sharp image).")
+@_opt("--synth-pairs", type=int, help="Synthetic pairs to build (0: one per image).")
 @_opt("--train-split", help="Split folder used for training [train].")
 @_opt("--val-split", help="Split folder used for validation [test].")
 @_opt("--val-pairs", type=int, help="Held-out pairs scored every epoch (0: none).")
@@ -121,7 +122,8 @@ def main(task: str, out: str | None, preset: str, resume: bool, overwrite: bool,
     Examples:
       rftrain ivif --data data/ivif/MSRS --preset quick          (writes runs/ivif, runs/ivif2, ...)
       rftrain ivif --data data/ivif/MSRS --preset quick --out runs/ivif_quick
-      rftrain mfif --synthesize-from photos/ --data data/mfif/Lytro --out runs/mfif
+      python -m refusion.train.photoset photos/   (public-domain photos; needs scikit-image)
+      rftrain mfif --synthesize-from photos/ --preset quick --out runs/mfif
       rftrain ivif --out runs/ivif_quick --resume
     """
     setup_logging(verbose)

@@ -26,8 +26,12 @@ DATASETS: dict[str, str] = {
            "or http://www.med.harvard.edu/AANLIB/: a = CT/PET/SPECT, b = MRI",
     "mfif": "no public training pairs: make them from sharp photos with --synthesize-from DIR "
             "(test sets: Lytro, https://github.com/xingchenzhang/MFIFB)",
-    "meif": "SICE from https://github.com/csjcai/SICE (under- and over-exposed frames of each scene)",
+    "meif": "SICE from https://github.com/csjcai/SICE (under- and over-exposed frames of each scene), or "
+            "exposure brackets made from well-exposed photos with --synthesize-from DIR",
 }
+
+#: Tasks whose pairs --synthesize-from can make from single images (train/synth.py).
+SYNTH_TASKS = ("mfif", "meif")
 
 #: Metrics scored on the validation pairs at every epoch end (the 7 of rfbench quality's IVIF table).
 VAL_METRICS = ("en", "sd", "sf", "ag", "scd", "ssim", "qabf")
@@ -89,8 +93,8 @@ class TrainConfig:
     b_dir: str | None = None  # explicit folder of sources b
     val_a_dir: str | None = None  # explicit validation folders (default: <data>/test/<role>)
     val_b_dir: str | None = None
-    synthesize_from: str | None = None  # folder of sharp images -> synthetic near/far pairs (mfif)
-    synth_pairs: int = 0  # 0: one synthetic pair per sharp image
+    synthesize_from: str | None = None  # folder of images -> synthetic pairs (mfif: near/far, meif: under/over)
+    synth_pairs: int = 0  # 0: one synthetic pair per image
     train_split: str = "train"
     val_split: str = "test"
     val_pairs: int = 4  # held-out pairs fused and scored at every epoch end (0: no validation)
@@ -167,6 +171,8 @@ class TrainConfig:
             raise ConfigError("network widths must be multiples of their head counts")
         if (self.a_dir is None) != (self.b_dir is None):
             raise ConfigError("give both --a-dir and --b-dir, or neither")
+        if self.synthesize_from is not None and self.task not in SYNTH_TASKS:
+            raise ConfigError(f"--synthesize-from makes pairs for {' and '.join(SYNTH_TASKS)} only, not {self.task}")
         if self.data is None and self.a_dir is None and self.synthesize_from is None:
             raise ConfigError(no_data_message(self.task))
 
