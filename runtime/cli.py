@@ -19,6 +19,7 @@ from .backends import BACKENDS
 from .clitools import STOP_SIGNALS, SizeType, friendly_errors, say, setup_logging
 from .pipeline import NORMALISATIONS, PAIRINGS, RunConfig, run
 from .progress import TqdmProgress
+from .tasks import TASKS
 
 DEMO_OUT = Path("rfrun-demo.mp4")
 
@@ -90,7 +91,11 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.option("-m", "--model", "--engine", "model", type=click.Path(dir_okay=False, path_type=Path),
               help="colour ONNX (<stem>.colour.onnx), TensorRT plan (--engine is the same option), "
                    "or checkpoint (.pt/.pth, --backend torch); "
-                   "default: the bundled IVIF model.")
+                   "default: the bundled model of the task (--task, or the source options: --ir/--vis IVIF, "
+                   "--func/--mri MIF, --near/--far MFIF, --under/--over MEIF; --a/--b: IVIF).")
+@click.option("--task", type=click.Choice(TASKS), default=None,
+              help="the task whose bundled model runs when no --model is given (default: the one the source "
+                   "options name). A model trained for another task is run with a warning.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: TensorRT for a .plan; for ONNX the CUDA provider when it really runs, else CPU. "
                    "torch: a PyTorch checkpoint (or the one beside the ONNX, e.g. the bundled model) with torch, "
@@ -135,7 +140,7 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
 @click.option("-v", "--verbose", count=True, help="more log output.")
 @click.pass_context
 @friendly_errors
-def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_side, overlay, normalisation,
+def cli(ctx, a, b, model, task, backend, trust_engine_code, outputs, show, side_by_side, overlay, normalisation,
         ema_alpha, size, infer_size, homography, no_resize, pair_by, max_skew_ms, max_frames, fps, overwrite,
         stats_json, demo, frames, quiet, verbose):
     """Fuse two image streams (infrared + visible, ...) in real time with a ReFusion model.
@@ -147,6 +152,8 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
       rfrun --ir cam0 --vis cam1 --show --homography ir2vis.json
       rfrun --ir ir.mp4 --vis vis.mp4 -m ivif.colour.onnx -o fused.mp4
       rfrun --ir data/ir --vis data/vis -o fused/            (folders paired by file name)
+      rfrun --func ct/ --mri mri/ -o fused/                  (the bundled MIF model; MFIF: --near/--far,
+                                                              MEIF: --under/--over)
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -180,7 +187,7 @@ def cli(ctx, a, b, model, backend, trust_engine_code, outputs, show, side_by_sid
         show=show, view="side-by-side" if side_by_side else "fused", overlay=overlay,
         normalisation=normalisation, ema_alpha=ema_alpha, size=size, infer_size=infer_size, homography=homography,
         no_resize=no_resize, max_skew_ms=max_skew_ms, max_frames=max_frames, fps=fps, overwrite=overwrite,
-        stats_json=stats_json, pair_by=pair_by, source_options=ctx.meta.get("source_options"),
+        stats_json=stats_json, pair_by=pair_by, source_options=ctx.meta.get("source_options"), task=task,
     )
     summary = run(config, TqdmProgress(quiet))
     say(summary.format())

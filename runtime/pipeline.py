@@ -52,21 +52,40 @@ ROLE_OPTIONS: dict[str, tuple[str, str]] = {
     "ivif": ("ir", "vis"), "mfif": ("near", "far"), "meif": ("under", "over"), "mif": ("func", "mri"),
 }
 DEFAULT_EMA_ALPHA = 0.9
-#: The bundled model (our own IVIF model); ``rfrun --demo`` and runs without --model use it.
+#: The bundled models, one per task (``<task>.colour.onnx``, our own trained models); runs without --model use
+#: the one of the task given by --task or by the source options (--func/--mri ...), IVIF by default (and --demo).
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "ivif.colour.onnx"
+DEFAULT_TASK = "ivif"
 
 
-def resolve_model(model: str | Path | None) -> Path:
-    """``model`` as given, or the bundled default; EngineError when that is missing."""
+def bundled_model(task: str) -> Path:
+    """Path of the bundled colour ONNX of ``task`` (it may be missing from an install)."""
+    return MODELS_DIR / f"{task}.colour.onnx"
+
+
+DEFAULT_MODEL = bundled_model(DEFAULT_TASK)
+
+
+def task_of_sources(given: tuple[str, str] | None) -> str | None:
+    """The task whose source options were typed (("func", "mri") -> "mif"); None for --a/--b or none."""
+    for task, names in ROLE_OPTIONS.items():
+        if given is not None and tuple(given) == names:
+            return task
+    return None
+
+
+def resolve_model(model: str | Path | None, task: str | None = None) -> Path:
+    """``model`` as given, or the bundled model of ``task`` (None: IVIF); EngineError when that is missing."""
     if model is not None:
         return Path(model)
-    if not DEFAULT_MODEL.is_file():
+    task = task or DEFAULT_TASK
+    path = bundled_model(task)
+    if not path.is_file():
         raise EngineError(
-            f"the bundled default model {DEFAULT_MODEL.name} is missing from this install ({MODELS_DIR}); "
+            f"the bundled {task} model {path.name} is missing from this install ({MODELS_DIR}); "
             "pass --model MODEL.colour.onnx (rfexport writes one from a checkpoint)"
         )
-    return DEFAULT_MODEL
+    return path
 
 
 class Fuser:
@@ -108,7 +127,7 @@ class RunConfig:
 
     a: str  # source a (e.g. IR): camN, video, folder, glob, URL, GStreamer string, demo:ir
     b: str  # source b (e.g. visible)
-    model: Path | None = None  # colour ONNX or TensorRT plan; None = the bundled default
+    model: Path | None = None  # colour ONNX or TensorRT plan; None = the bundled model of the run's task
     backend: str = "auto"  # auto, tensorrt, ort, ort-cuda, ort-cpu
     trust_engine_code: bool = False  # allow host code in version-compatible TensorRT plans
     outputs: tuple[Path, ...] = ()  # video file(s), image folder(s), or one image for a still pair
@@ -131,6 +150,12 @@ class RunConfig:
     stall_timeout_s: float = STALL_TIMEOUT_S  # a live source silent this long is an error
     pair_by: str = "name"  # image folders/globs: pair by file "name" (default) or by sorted "order"
     source_options: tuple[str, str] | None = None  # option names the user gave the sources with, e.g. ("func", "mri")
+    task: str | None = None  # --task: the task whose bundled model runs (None: from source_options, else ivif)
+
+    @property
+    def model_task(self) -> str:
+        """The task of the bundled model this run uses when no model is given."""
+        return self.task or task_of_sources(self.source_options) or DEFAULT_TASK
 
     def __post_init__(self) -> None:
         for name in ("size", "infer_size"):
@@ -200,17 +225,20 @@ def check_outputs(config: RunConfig) -> None:
         check_writable(config.stats_json, "--stats-json")
 
 
-def check_task_roles(card_task: str | None, card_sources: Sequence[str], given: tuple[str, str] | None) -> str:
-    """A warning when the sources were given with another task's options than the model's (else "")."""
-    if not given or not card_task:
+def check_task_roles(card_task: str | None, card_sources: Sequence[str], given: tuple[str, str] | None,
+                     task: str | None = None) -> str:
+    """A warning when the model's task is not the one asked for (--task) or the one whose source options
+    were typed (else "")."""
+    if not card_task:
         return ""
-    for task, names in ROLE_OPTIONS.items():
-        if tuple(given) == names and task != card_task:
+    typed = task_of_sources(given)
+    for asked, how in ((task, f"--task {task}"), (typed, f"the sources were given as --{(given or ('', ''))[0]}/"
+                                                         f"--{(given or ('', ''))[1]}")):
+        if asked is not None and asked != card_task:
             want = ROLE_OPTIONS.get(card_task)
             hint = f" (its options are --{want[0]}/--{want[1]})" if want else ""
-            return (f"the model was trained for {card_task} ({' + '.join(card_sources)}){hint}, but the sources "
-                    f"were given as --{given[0]}/--{given[1]} ({task}): the result is unlikely to be useful; "
-                    f"pass a {task} model with --model")
+            return (f"the model was trained for {card_task} ({' + '.join(card_sources)}){hint}, but {how} "
+                    f"({asked}): the result is unlikely to be useful; pass a {asked} model with --model")
     return ""
 
 
@@ -247,7 +275,7 @@ def run(
     be = backend
     t_start = time.perf_counter()
     try:
-        model = resolve_model(config.model) if be is None else None
+        model = resolve_model(config.model, config.model_task) if be is None else None
         for s in (a, b):  # sources first: a missing camera is reported before a slow engine load
             s.start()
             started.append(s)
@@ -312,7 +340,7 @@ def _announce_backend(config: RunConfig, be: Backend, rep: Progress, warn) -> No
     """The backend's warnings, a model trained for another task than the sources', and what runs."""
     for text in be.warnings:
         warn(text)
-    mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options)
+    mismatch = check_task_roles(be.card.get("task"), be.sources, config.source_options, config.task)
     if mismatch:
         warn(mismatch)
     rep.message(f"backend: {be.describe()}; model {be.model}")

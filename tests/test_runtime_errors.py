@@ -113,9 +113,9 @@ def test_frame_size_outside_engine_profile(tmp_path: Path, standin: Path) -> Non
 
 
 def test_missing_bundled_model(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tmp_path / "models" / "ivif.colour.onnx")
+    monkeypatch.setattr(pipeline, "MODELS_DIR", tmp_path / "models")
     res = rfrun("--demo", "-o", tmp_path / "d.mp4")
-    assert res.exit_code == 1 and "bundled default model ivif.colour.onnx is missing" in res.output
+    assert res.exit_code == 1 and "bundled ivif model ivif.colour.onnx is missing" in res.output
     assert "--model" in res.output
 
 

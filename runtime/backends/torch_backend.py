@@ -28,7 +28,7 @@ from .. import colour as C
 from .._deps import require
 from ..card import ModelCard, Provenance
 from ..errors import EngineError
-from ..tasks import TASK_SOURCES
+from ..tasks import TASK_SOURCES, TASKS
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,9 @@ DEVICES = ("auto", "cuda", "cpu")
 PRECISIONS = ("auto", "fp16", "fp32")
 #: Floor of the normalisation denominator (the colour graph's contract: max(hi' - lo', 1e-6)).
 NORM_EPS = 1e-6
-#: The bundled colour ONNX -> the bundled checkpoint it was exported from (its model card's
+#: The bundled colour ONNX of each task -> the bundled checkpoint it was exported from (its model card's
 #: provenance names the file and its sha256; a test checks they still match).
-BUNDLED_CHECKPOINTS = {"ivif.colour.onnx": "ivif.pt"}
+BUNDLED_CHECKPOINTS = {f"{task}.colour.onnx": f"{task}.pt" for task in TASKS}
 #: Untimed eager runs on the capture stream before a CUDA graph is captured (cuDNN/cuBLAS set-up).
 GRAPH_WARMUP = 3
 #: Frame sizes whose buffers (and CUDA graph, with its memory pool) are kept; the oldest goes first.
