@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "train": "refusion.benchmarks.train_cli:train_speed",
     "profile": "refusion.benchmarks.kernel_profile_cli:profile",
     "curve": "refusion.benchmarks.curve_cli:curve",
+    "panels": "refusion.benchmarks.wv_panels:panels",
 }
 
 
