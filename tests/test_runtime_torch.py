@@ -17,7 +17,8 @@ from refusion.runtime import colour  # noqa: E402
 from refusion.runtime.backends import open_backend  # noqa: E402
 from refusion.runtime.backends.torch_backend import TorchBackend, resolve_checkpoint  # noqa: E402
 from refusion.runtime.errors import EngineError  # noqa: E402
-from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser  # noqa: E402
+from refusion.runtime.pipeline import DEFAULT_MODEL, Fuser, bundled_model  # noqa: E402
+from refusion.runtime.tasks import TASK_SOURCES, TASKS  # noqa: E402
 
 #: Most uint8 levels the torch backend may differ from the reference, per comparison.
 TOL_LEVELS = {"ort_fp32": 1, "numpy_fp32": 1, "fp16_vs_fp32": 2}
@@ -56,15 +57,21 @@ def _levels(x: np.ndarray, y: np.ndarray) -> int:
     return int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max())
 
 
-def test_bundled_onnx_maps_to_the_checkpoint_it_was_exported_from() -> None:
+@pytest.mark.parametrize("task", TASKS)
+def test_bundled_onnx_maps_to_the_checkpoint_it_was_exported_from(task: str) -> None:
+    """Every task has its bundled colour ONNX, its card names the task and roles, and it was exported from the
+    bundled checkpoint of that task (same file name and sha256)."""
     ort = pytest.importorskip("onnxruntime")
     from refusion.runtime.card import read_onnx_metadata
 
-    sess = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"])
+    model = bundled_model(task)
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     card = read_onnx_metadata(sess.get_modelmeta().custom_metadata_map).card
-    ckpt = resolve_checkpoint(DEFAULT_MODEL)
-    assert ckpt.name == card.provenance.checkpoint_name
+    assert card.task == task and tuple(card.sources) == TASK_SOURCES[task]
+    ckpt = resolve_checkpoint(model)
+    assert ckpt.name == card.provenance.checkpoint_name == f"{task}.pt"
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == card.provenance.checkpoint_sha256
+    assert model.with_name(f"{task}.onnx").is_file()  # the core graph, for rfexport --fp16 and engines
 
 
 def test_matches_ort_colour_graph_on_real_pairs(msrs_pairs, torch_one_thread) -> None:
