@@ -13,10 +13,9 @@ import numpy as np
 
 from refusion.runtime.clitools import friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
+from refusion.runtime.tasks import TASK_SOURCES
 
 from .quality import TASKS
-
-ROLE_DIRS = {"ivif": ("ir", "vis"), "mif": ("a", "b"), "mfif": ("near", "far"), "meif": ("under", "over")}
 
 
 def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side: int = 512) -> np.ndarray:
@@ -39,7 +38,7 @@ def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side:
     proposal.load_state_dict(ckpt["loss_proposal"])
     fusion.eval()
     proposal.eval()
-    roles = ROLE_DIRS[task]
+    roles = TASK_SOURCES[task]
     found = pair_folders(data / roles[0], data / roles[1])
     idx = sorted(set(np.linspace(0, len(found) - 1, min(pairs, len(found))).round().astype(int).tolist()))
     chosen = load_pairs([found[i] for i in idx], max_side)
