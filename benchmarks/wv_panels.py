@@ -26,6 +26,8 @@ def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side:
     from refusion.train.checkpoint import load_checkpoint
     from refusion.train.config import TrainConfig
     from refusion.train.data import load_pairs
+    from refusion.train.dataset import evenly_spaced
+    from refusion.train.fuse import normalise_output
     from refusion.train.panels import make_panel
     from refusion.train.trainer import build_networks
 
@@ -40,14 +42,12 @@ def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side:
     proposal.eval()
     roles = TASK_SOURCES[task]
     found = pair_folders(data / roles[0], data / roles[1])
-    idx = sorted(set(np.linspace(0, len(found) - 1, min(pairs, len(found))).round().astype(int).tolist()))
-    chosen = load_pairs([found[i] for i in idx], max_side)
+    chosen = load_pairs(evenly_spaced(found, pairs), max_side)
     rows = []
     with torch.no_grad():
         for name, a, b in zip(chosen.names, chosen.a, chosen.b):
             x = torch.from_numpy(np.stack([a, b])[None])
-            raw = fusion(x)[0, 0].numpy()
-            fused = (raw - raw.min()) / max(float(raw.max() - raw.min()), 1e-6)
+            fused = normalise_output(fusion(x)[0, 0].numpy())
             w, v = proposal(x)
             rows.append(make_panel(a, b, fused, w[0, 0].numpy(), v[0, 0].numpy(), roles, f"{task} {name}"))
     width = max(r.shape[1] for r in rows)

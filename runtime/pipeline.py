@@ -231,10 +231,12 @@ def check_task_roles(card_task: str | None, card_sources: Sequence[str], given: 
     were typed (else "")."""
     if not card_task:
         return ""
+    checks = [(task, f"--task {task}")] if task else []
     typed = task_of_sources(given)
-    for asked, how in ((task, f"--task {task}"), (typed, f"the sources were given as --{(given or ('', ''))[0]}/"
-                                                         f"--{(given or ('', ''))[1]}")):
-        if asked is not None and asked != card_task:
+    if typed:
+        checks.append((typed, f"the sources were given as --{given[0]}/--{given[1]}"))
+    for asked, how in checks:
+        if asked != card_task:
             want = ROLE_OPTIONS.get(card_task)
             hint = f" (its options are --{want[0]}/--{want[1]})" if want else ""
             return (f"the model was trained for {card_task} ({' + '.join(card_sources)}){hint}, but {how} "

@@ -38,6 +38,10 @@ class PairSet:
     def subset(self, idx: list[int]) -> "PairSet":
         return PairSet([self.names[i] for i in idx], [self.a[i] for i in idx], [self.b[i] for i in idx])
 
+    def downscaled(self, max_side: int) -> "PairSet":
+        """The same pairs, each image downscaled so its longer side is at most ``max_side`` (see downscale)."""
+        return PairSet(self.names, [downscale(x, max_side) for x in self.a], [downscale(x, max_side) for x in self.b])
+
 
 def read_y(path: Path) -> np.ndarray:
     """Y plane float32 (H, W) in [0, 1] of an image file (ImageReadError when unreadable)."""

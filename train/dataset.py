@@ -10,7 +10,7 @@ import numpy as np
 from refusion.runtime.errors import DataError
 from refusion.runtime.imageio import pair_folders
 
-from .data import PairSet, downscale, load_pairs
+from .data import PairSet, load_pairs
 from .synth import image_files, synthesize_pairs
 
 
@@ -78,9 +78,7 @@ def _synthetic_data(config) -> tuple[PairSet, PairSet | None, str]:
     if config.val_from_train:
         files, held = split_holdout(files, config.val_from_train)
         if config.val_pairs:
-            made = synthesize_pairs(held, 0, config.seed + 1, task=config.task)
-            val = PairSet(made.names, [downscale(x, config.val_max_side) for x in made.a],
-                          [downscale(x, config.val_max_side) for x in made.b])
+            val = synthesize_pairs(held, 0, config.seed + 1, task=config.task).downscaled(config.val_max_side)
             note = f"{len(val)} pairs synthesised from images held out of {config.synthesize_from} (not trained on)"
     train = synthesize_pairs(files, config.synth_pairs, config.seed, min_side=config.crop, task=config.task)
     folders = _train_folders(config, required=False)
@@ -100,16 +98,18 @@ def _fallback_validation(config, train: PairSet) -> tuple[PairSet, str]:
         root = Path(config.data)
         vdirs = (root / config.val_split / ra, root / config.val_split / rb)
     if vdirs is not None:
-        found = pair_folders(*vdirs)
         # Evenly spaced held-out pairs, so a handful covers the whole split.
-        idx = np.linspace(0, len(found) - 1, min(config.val_pairs, len(found))).round().astype(int)
-        val = load_pairs([found[i] for i in sorted(set(idx.tolist()))], config.val_max_side)
+        val = load_pairs(evenly_spaced(pair_folders(*vdirs), config.val_pairs), config.val_max_side)
         return val, f"{len(val)} pairs from {vdirs[0].parent}"
     k = min(config.val_pairs, len(train))
-    val = train.subset(list(range(k)))
-    val = PairSet(val.names, [downscale(x, config.val_max_side) for x in val.a],
-                  [downscale(x, config.val_max_side) for x in val.b])
+    val = train.subset(list(range(k))).downscaled(config.val_max_side)
     return val, f"{k} training pairs (no held-out folder found)"
+
+
+def evenly_spaced(items: list, n: int) -> list:
+    """``n`` items (all when fewer) evenly spaced over ``items``, first and last included, in order."""
+    idx = np.linspace(0, len(items) - 1, min(n, len(items))).round().astype(int)
+    return [items[i] for i in sorted(set(idx.tolist()))]
 
 
 def split_holdout(found: list, k: int) -> tuple[list, list]:
