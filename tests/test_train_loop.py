@@ -339,6 +339,29 @@ def test_cli_multifocus_from_synthetic_pairs(tmp_path):
     assert (tmp_path / "run" / "panels" / "epoch_001.png").is_file()
 
 
+def test_the_validation_pairs_are_written_beside_the_checkpoints_for_rfbench_curve(tmp_path):
+    """Synthesised validation pairs live only in memory; the run folder keeps them as 8-bit images in the
+    role layout, so the snapshots can be scored on exactly those pairs later."""
+    sharp = tmp_path / "sharp"
+    sharp.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        cv2.imwrite(str(sharp / f"p{i}.png"), (rng.random((40, 48, 3)) * 255).astype(np.uint8))
+    cfg = TrainConfig(task="meif", synthesize_from=str(sharp), val_from_train=2, val_pairs=2, epochs=1,
+                      meta_steps=1, fusion_steps=1, crop=16, fusion_dim=8, fusion_heads=2, aux_dim=8,
+                      aux_heads=2, device="cpu", seed=5, panels=False)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run()
+    pairs = find_pairs(tmp_path / "run" / "val" / "under", tmp_path / "run" / "val" / "over")
+    assert len(pairs) == len(trainer.data.val) == 2
+    for i, (_, pa, pb) in enumerate(pairs):
+        for path, plane in ((pa, trainer.data.val.a[i]), (pb, trainer.data.val.b[i])):
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            assert img.ndim == 2 and img.shape == plane.shape
+            assert np.abs(img / 255.0 - plane).max() <= 0.5 / 255 + 1e-6
+    assert not (tmp_path / "run" / "val.partial").exists()
+
+
 # ----- validation on held-out training pairs, snapshots by training time -----
 def test_validation_pairs_can_be_held_out_of_the_training_set(tmp_path):
     from refusion.train.dataset import split_holdout

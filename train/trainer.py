@@ -245,6 +245,7 @@ class Trainer:
         if c.max_steps:
             total = min(total, c.max_steps)
         self.rundir.open_tensorboard(self.hooks.message)
+        self.rundir.write_val_pairs(self.data.val, self.config.roles)
         self.hooks.start(total, min(done, total))
         self._clock = time.perf_counter()  # time spent loading data or waiting is not training time
         try:
