@@ -255,5 +255,5 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
-__all__ = ["TrainConfig", "PRESETS", "TASK_PRESET_CHANGES", "preset_config", "ConfigError", "TASKS", "TASK_ROLES", "DATASETS", "VAL_METRICS",
-           "default_run_dir", "no_data_message"]
+__all__ = ["TrainConfig", "PRESETS", "TASK_PRESET_CHANGES", "preset_config", "ConfigError", "TASKS", "TASK_ROLES",
+           "DATASETS", "VAL_METRICS", "default_run_dir", "no_data_message"]

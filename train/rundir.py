@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from refusion.runtime.errors import RefusionError
+from refusion.runtime.imageio import write_image
 
 from .checkpoint import save_checkpoint
 from .config import VAL_METRICS
@@ -74,12 +78,6 @@ class RunDir:
     def write_val_pairs(self, pairs, roles: tuple[str, str]) -> Path | None:
         """The validation pairs as ``val/<role>/NAME.png`` (8-bit Y planes); kept when already written (resume).
         None when there are none or this process does not write."""
-        import numpy as np
-
-        from refusion.runtime.imageio import write_image
-
-        import shutil
-
         root, partial = self.path / "val", self.path / "val.partial"
         if not self.writer or not len(pairs) or root.is_dir():
             return None
@@ -87,7 +85,8 @@ class RunDir:
         for i, name in enumerate(pairs.names):
             stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(name).stem) or "pair"
             for role, plane in zip(roles, (pairs.a[i], pairs.b[i])):
-                write_image(partial / role / f"{i:03d}_{stem}.png", np.rint(np.clip(plane, 0, 1) * 255).astype(np.uint8))
+                grey = np.rint(np.clip(plane, 0, 1) * 255).astype(np.uint8)
+                write_image(partial / role / f"{i:03d}_{stem}.png", grey)
         partial.rename(root)  # complete or absent
         return root
 
