@@ -7,7 +7,7 @@ Layout of ``out/``:
   minutes_NNN.pt   with ``snapshot_minutes``: the state after NNN minutes of training time
   log.jsonl, log.csv   one row per step, one per validation
   panels/epoch_NNN.png  sources, fused, w_a and v_a of a fixed validation pair
-  val/<role a>/NAME.png, val/<role b>/NAME.png   the validation pairs as 8-bit Y images (also those synthesised
+  val/<role a>/NNN_NAME.png, val/<role b>/NNN_NAME.png   the validation pairs as 8-bit Y images (also those synthesised
                    in memory), so ``rfbench curve RUN --data RUN/val`` scores the snapshots on them
   tb/              TensorBoard events when tensorboard is installed
 """
@@ -76,17 +76,16 @@ class RunDir:
         return {name: save_checkpoint(self.path / name, payload) for name in ("last.pt", *names)}
 
     def write_val_pairs(self, pairs, roles: tuple[str, str]) -> Path | None:
-        """The validation pairs as ``val/<role>/NAME.png`` (8-bit Y planes); kept when already written (resume).
+        """The validation pairs as ``val/<role>/NNN_NAME.png`` (8-bit Y planes, NNN their order); kept when already written (resume).
         None when there are none or this process does not write."""
         root, partial = self.path / "val", self.path / "val.partial"
         if not self.writer or not len(pairs) or root.is_dir():
             return None
         shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while writing them
-        for i, name in enumerate(pairs.names):
-            stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(name).stem) or "pair"
+        for i, name in enumerate(pairs.names):  # names are file stems (of the pair or its source image)
             for role, plane in zip(roles, (pairs.a[i], pairs.b[i])):
                 grey = np.rint(np.clip(plane, 0, 1) * 255).astype(np.uint8)
-                write_image(partial / role / f"{i:03d}_{stem}.png", grey)
+                write_image(partial / role / f"{i:03d}_{name}.png", grey)
         partial.rename(root)  # complete or absent
         return root
 
