@@ -7,8 +7,7 @@ Layout of ``out/``:
   minutes_NNN.pt   with ``snapshot_minutes``: the state after NNN minutes of training time
   log.jsonl, log.csv   one row per step, one per validation
   panels/epoch_NNN.png  sources, fused, w_a and v_a of a fixed validation pair
-  val/<role a>/NNN_NAME.png, val/<role b>/NNN_NAME.png   the validation pairs as 8-bit Y images (also those synthesised
-                   in memory), so ``rfbench curve RUN --data RUN/val`` scores the snapshots on them
+  val/<role>/NNN_NAME.png   the validation pairs as 8-bit Y images (also those synthesised in memory), so ``rfbench curve RUN --data RUN/val`` scores the snapshots on them
   tb/              TensorBoard events when tensorboard is installed
 """
 from __future__ import annotations
@@ -76,8 +75,8 @@ class RunDir:
         return {name: save_checkpoint(self.path / name, payload) for name in ("last.pt", *names)}
 
     def write_val_pairs(self, pairs, roles: tuple[str, str]) -> Path | None:
-        """The validation pairs as ``val/<role>/NNN_NAME.png`` (8-bit Y planes, NNN their order); kept when already written (resume).
-        None when there are none or this process does not write."""
+        """The validation pairs as ``val/<role>/NNN_NAME.png`` (8-bit Y planes, NNN their order); kept when already
+        written (resume). None when there are none or this process does not write."""
         root, partial = self.path / "val", self.path / "val.partial"
         if not self.writer or not len(pairs) or root.is_dir():
             return None
