@@ -7,7 +7,8 @@ Layout of ``out/``:
   minutes_NNN.pt   with ``snapshot_minutes``: the state after NNN minutes of training time
   log.jsonl, log.csv   one row per step, one per validation
   panels/epoch_NNN.png  sources, fused, w_a and v_a of a fixed validation pair
-  val/<role>/NNN_NAME.png   the validation pairs as 8-bit Y images (also those synthesised in memory), so ``rfbench curve RUN --data RUN/val`` scores the snapshots on them
+  val/<role>/NNN_NAME.png   the validation pairs as 8-bit Y images (also those synthesised in memory),
+                   so ``rfbench curve RUN --data RUN/val`` scores the snapshots on them
   tb/              TensorBoard events when tensorboard is installed
 """
 from __future__ import annotations
