@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from refusion.runtime.errors import DataError, SizeError
 from refusion.train.checkpoint import load_checkpoint, load_fusion_model
 from refusion.train.cli import main as rftrain
-from refusion.train.config import TrainConfig, preset_config
+from refusion.train.config import PRESETS, TrainConfig, preset_config
 from refusion.runtime.imageio import pair_folders as find_pairs
 from refusion.train.data import BatchSampler, fit_to_crop
 from refusion.train.dataset import load_training_data
@@ -256,6 +256,19 @@ def test_the_quick_preset_steps_mifs_p_ten_times_larger_and_an_option_still_wins
     assert preset_config("quick", task="mif", data="x", p_lr=1e-3).p_lr == pytest.approx(1e-3)
     assert preset_config("paper", task="mif", data="x").p_lr is None  # the paper's: P steps with F's lr
     assert preset_config("quick", task="mif", data="x").lr == preset_config("quick", task="ivif", data="x").lr
+
+
+def test_the_long_preset_steps_ivifs_p_with_adam_at_1e_4_and_only_ivifs():
+    """Measured: IVIF's P under the max-normalised step drifts to w_ir ~0.8; Adam at 1e-4 keeps it near 0.57."""
+    ivif = preset_config("long", task="ivif", data="x")
+    assert (ivif.p_optimizer, ivif.p_lr) == ("adam", pytest.approx(1e-4))
+    for task in ("mif", "mfif", "meif"):
+        other = preset_config("long", task=task, data="x")
+        assert (other.p_optimizer, other.p_lr) == ("maxnorm", pytest.approx(1e-3))
+    quick = preset_config("quick", task="ivif", data="x")
+    assert (quick.p_optimizer, quick.p_lr) == ("maxnorm", pytest.approx(1e-3))
+    assert preset_config("long", task="ivif", data="x", p_optimizer="maxnorm").p_optimizer == "maxnorm"
+    assert ivif.lr == quick.lr and ivif.epochs == PRESETS["long"]["epochs"]
 
 
 # ----- DDP -----

@@ -232,6 +232,38 @@ def test_meta_step_moves_p_by_its_max_normalised_step():
     assert all(q.grad is None for q in f.parameters())  # F and R are never changed by the meta phase
 
 
+def test_adam_p_step_is_adams_update_of_the_summed_meta_gradient_and_resumes_with_its_moments():
+    import copy
+
+    f, p, r = tiny_nets()
+    learner = MetaLearner(f, p, r, MetaConfig(lr=1e-4, p_lr=1e-3, p_optimizer="adam", outer_accum=2))
+    learner.set_lr_factor(0.5)
+    (x1, t1), (x2, t2) = batch(1), batch(2)
+    ref = [q.detach().clone().requires_grad_() for q in p.parameters()]
+    ref_opt = torch.optim.Adam(ref, lr=5e-4)
+    learner.meta_step(x1, t1, x2, t2)
+    g1 = [g.clone() for g in learner.accum]
+    g2 = meta_gradient(f, p, r, (x2, t2), (x1, t1), learner.inner_lr, learner.config).proposal_grads
+    info = learner.meta_step(x2, t2, x1, t1)
+    for q, a, b in zip(ref, g1, g2):
+        q.grad = a + b
+    ref_opt.step()
+    for q, want in zip(p.parameters(), ref):
+        torch.testing.assert_close(q.detach(), want.detach(), rtol=1e-5, atol=1e-8)
+    # Adam's first step moves each element by lr * |g| / (|g| + eps): at most the lr, halved by the factor.
+    assert 1e-4 < float(info["p_update"]) <= 5e-4 * (1 + 1e-6)
+    # A resumed learner continues with Adam's moments: its next update equals the uninterrupted one.
+    f2, p2, r2 = copy.deepcopy(f), copy.deepcopy(p), copy.deepcopy(r)
+    resumed = MetaLearner(f2, p2, r2, learner.config)
+    resumed.load_state_dict(copy.deepcopy(learner.state_dict()), torch.device("cpu"))
+    for lrn in (learner, resumed):
+        lrn.meta_step(x2, t2, x1, t1)
+        lrn.meta_step(x1, t1, x2, t2)
+    for q, q2 in zip(p.parameters(), p2.parameters()):
+        torch.testing.assert_close(q.detach(), q2.detach(), rtol=0, atol=0)
+    assert int(learner.opt_p.state_dict()["state"][0]["step"]) == 2  # two Adam steps taken
+
+
 def test_lr_factor_scales_every_step_size():
     f, p, r = tiny_nets()
     learner = MetaLearner(f, p, r, MetaConfig(lr=1e-3, p_lr=1e-2, outer_accum=1))
