@@ -1,7 +1,7 @@
 """Training configuration: one frozen dataclass and the named presets.
 
 ``paper`` repeats the settings of Bai et al. (IJCV 2024), Algorithm 1. ``quick`` (51 min)
-and ``long`` (78 min) are sized for IVIF on one core of a 2-core CPU; their comments say
+and ``long`` (65-78 min) are sized for IVIF on one core of a 2-core CPU; their comments say
 what they change and why.
 """
 from __future__ import annotations
@@ -228,7 +228,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         ckpt_every=25, val_pairs=4, val_from_train=4, snapshot_minutes=(10, 20, 40, 60),
     ),
     # The quick recipe, longer: 6 epochs of 30 meta + 150 fusion steps, lr halved after 3 epochs; 1080 steps in
-    # 78 min of training time on one core (measured). The bundled IVIF model is its best.pt (epoch 5, 66 min).
+    # 65-78 min of training time on one core (measured). For IVIF, P steps with Adam at 1e-4 (TASK_PRESET_CHANGES):
+    # the bundled IVIF model is that run's best.pt (epoch 4, 44 min).
     "long": dict(
         epochs=6, meta_steps=30, fusion_steps=150, crop=96, meta_crop=96, pairs_per_batch=2,
         lr=1e-3, lr_step=3, lr_gamma=0.5, p_lr=1e-3, p_optimizer="maxnorm", outer_accum=2,
