@@ -243,10 +243,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: spatial weights (functional activity from a, MRI edges from b) and the model passes the issue's targets. At 1e-2
 #: IVIF's and MEIF's P collapse onto one source within the first epoch (w 1.0 and 0.997), so they keep 1e-3.
 #: IVIF's long preset steps P with Adam at 1e-4 (benchmarks/results/quality/ivif_presets/README.md): the
-#: max-normalised step moves only the parameters with the largest meta-gradient and drives w_ir to 0.75-0.8;
-#: Adam moves every parameter and, at 1e-4, keeps w_ir near 0.57 with higher validation SSIM and Q_AB/F at every
-#: epoch. At 3e-4 w_ir climbs to 0.81 and quality falls after epoch 2; at 1e-3 P collapses onto the infrared
-#: image in the first epoch (w_ir 0.999).
+#: max-normalised step moves each parameter in proportion to its meta-gradient, so the few largest ones set it,
+#: and w_ir drifts to 0.75-0.8; Adam moves every parameter by about its lr and, at 1e-4, keeps w_ir near 0.57,
+#: with higher validation SSIM and Q_AB/F at every epoch. At 3e-4 w_ir climbs to 0.81 and quality falls after
+#: epoch 2; at 1e-3 P collapses onto the infrared image in the first epoch (w_ir 0.999).
 TASK_PRESET_CHANGES: dict[tuple[str, str], dict[str, Any]] = {
     ("quick", "mif"): dict(p_lr=1e-2),
     ("long", "ivif"): dict(p_optimizer="adam", p_lr=1e-4),
