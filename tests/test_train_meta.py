@@ -3,6 +3,7 @@ inner look-ahead, the meta-gradient (fast jvp route against the double-backward 
 and finite differences), P's step, and a few iterations."""
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -233,8 +234,6 @@ def test_meta_step_moves_p_by_its_max_normalised_step():
 
 
 def test_adam_p_step_is_adams_update_of_the_summed_meta_gradient_and_resumes_with_its_moments():
-    import copy
-
     f, p, r = tiny_nets()
     learner = MetaLearner(f, p, r, MetaConfig(lr=1e-4, p_lr=1e-3, p_optimizer="adam", outer_accum=2))
     learner.set_lr_factor(0.5)

@@ -19,13 +19,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from refusion.runtime.errors import RefusionError
 from refusion.runtime.imageio import write_image
 
 from .checkpoint import save_checkpoint
 from .config import VAL_METRICS
+from .fuse import to_uint8
 
 LOG_FIELDS = [
     "global_step", "epoch", "phase", "step", "lr", "loss_f", "loss_int", "loss_grad", "loss_r",
@@ -84,8 +83,8 @@ class RunDir:
         shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while writing them
         for i, name in enumerate(pairs.names):  # names are file stems (of the pair or its source image)
             for role, plane in zip(roles, (pairs.a[i], pairs.b[i])):
-                grey = np.rint(np.clip(plane, 0, 1) * 255).astype(np.uint8)
-                write_image(partial / role / f"{i:03d}_{name}.png", grey)
+                # the 8 bits validation_metrics scores the sources at
+                write_image(partial / role / f"{i:03d}_{name}.png", to_uint8(plane * 255.0))
         partial.rename(root)  # complete or absent
         return root
 
