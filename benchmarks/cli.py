@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "profile": "refusion.benchmarks.kernel_profile_cli:profile",
     "curve": "refusion.benchmarks.curve_cli:curve",
     "panels": "refusion.benchmarks.wv_panels:panels",
+    "direction": "refusion.benchmarks.meta_direction:direction",
 }
 
 

@@ -1,0 +1,213 @@
+"""``rfbench direction``: which way P's meta-gradient moves the loss weights, per inner look-ahead step.
+
+For a checkpoint (or freshly initialised networks) and a few meta-train/meta-test batches of the training
+data, the summed meta-gradient g of P is computed for each inner lr, and for the released schedule's leak
+(dL_f/dtheta_P, at the first inner lr). Reported per row: the norm of g, and the first-order change of the
+mean weight of source a (w_a for the intensity term, v_a for the gradient term) along P's two step rules:
+-g / |g| (a plain gradient step of length 1) and -sign(g) (the direction of Adam's first steps, every
+parameter moved by 1). Source a is the first role of the task (infrared for IVIF); the swapped rows of each
+batch hold a in the second channel, so the mean follows the source, not the channel. The cosines between
+all rows' g come last. Numbers, not a verdict: which direction helps is measured by training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.errors import DataError
+
+from .results_io import DEFAULT_RESULTS_DIR, check_results_dir
+
+LEAK = "leak"
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One row: the meta-gradient for ``inner_lr`` (or the leak) and what it does to mean w_a, v_a."""
+
+    label: str
+    grad_norm: float
+    dw_sgd: float  # d mean(w_a) along -g/|g|
+    dv_sgd: float
+    dw_sign: float  # d mean(w_a) along -sign(g)
+    dv_sign: float
+
+
+def source_a_means(proposal, x):
+    """Mean w and v of source a over a batch whose second half has a and b swapped (BatchSampler's order)."""
+    import torch
+
+    w, v = proposal(x)
+    n = x.shape[0]
+    first = (torch.arange(n, device=x.device) < n // 2)[:, None, None]
+    return torch.where(first, w[:, 0], w[:, 1]).mean(), torch.where(first, v[:, 0], v[:, 1]).mean()
+
+
+def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0, alpha2: float = 1.0,
+               with_leak: bool = True):
+    """(rows, cosines): a :class:`Direction` per inner lr (then the leak), and {(label, label): cosine}.
+
+    ``batches``: [(train_x, train_t, test_x, test_t), ...] tensors; g is summed over them.
+    """
+    import torch
+
+    from refusion.train.meta import MetaConfig, meta_gradient
+
+    params = list(proposal.parameters())
+    x_all = torch.cat([b[0] for b in batches])
+    w_a, v_a = source_a_means(proposal, x_all)
+
+    def grad_of(value, retain):
+        gs = torch.autograd.grad(value, params, retain_graph=retain, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+
+    dw, dv = grad_of(w_a, True), grad_of(v_a, False)
+    labels = [float(lr) for lr in inner_lrs] + ([LEAK] if with_leak else [])
+    rows, flats = [], {}
+    for label in labels:
+        leak = label == LEAK
+        lr = float(inner_lrs[0]) if leak else label
+        config = MetaConfig(alpha1=alpha1, alpha2=alpha2, leak_fusion_grad=leak)
+        total = None
+        for tx, tt, sx, st in batches:
+            g = meta_gradient(fusion, proposal, recon, (tx, tt), (sx, st), lr, config).proposal_grads
+            if leak:  # the leak term alone: the leaky gradient minus the clean meta term
+                clean = meta_gradient(fusion, proposal, recon, (tx, tt), (sx, st), lr,
+                                      MetaConfig(alpha1=alpha1, alpha2=alpha2)).proposal_grads
+                g = [a - b for a, b in zip(g, clean)]
+            total = [q.detach() for q in g] if total is None else [a + q.detach() for a, q in zip(total, g)]
+        flat = torch.cat([q.flatten() for q in total])
+        norm = float(flat.norm())
+        unit = [-q / norm if norm > 0 else torch.zeros_like(q) for q in total]
+        sign = [-torch.sign(q) for q in total]
+        dot = lambda a, b: float(sum((x * y).sum() for x, y in zip(a, b)))  # noqa: E731
+        name = LEAK if leak else f"{label:g}"
+        rows.append(Direction(name, norm, dot(dw, unit), dot(dv, unit), dot(dw, sign), dot(dv, sign)))
+        flats[name] = flat
+    names = list(flats)
+    cosines = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            cosines[(a, b)] = float(torch.nn.functional.cosine_similarity(flats[a], flats[b], dim=0))
+    return rows, cosines, (float(w_a.detach()), float(v_a.detach()))
+
+
+def to_markdown(report: dict) -> str:
+    roles = report["roles"]
+    lines = [f"# Direction of P's meta-gradient: {report['model']}", "",
+             f"{report['task']} on {report['data']}; {report['batches']} meta-train/meta-test batch pairs of "
+             f"{report['crop']}x{report['crop']} crops (seed {report['seed']}).",
+             f"Mean w_{roles[0]} {report['w_a']:.4f}, mean v_{roles[0]} {report['v_a']:.4f} on these batches.",
+             f"d w, d v: first-order change of the mean weight of {roles[0]} along -g/|g| (gradient step of "
+             "length 1) and along -sign(g) (Adam's first steps, every parameter moved by 1). 'leak' is "
+             "dL_f/dtheta_P alone.", "",
+             "| inner lr | norm of g | d w (-g/|g|) | d v (-g/|g|) | d w (-sign g) | d v (-sign g) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['label']} | {r['grad_norm']:.3e} | {r['dw_sgd']:+.3e} | {r['dv_sgd']:+.3e} | "
+                     f"{r['dw_sign']:+.3e} | {r['dv_sign']:+.3e} |")
+    lines += ["", "| cosine | value |", "|---|---:|"]
+    lines += [f"| {c['a']} / {c['b']} | {c['cosine']:+.3f} |" for c in report["cosines"]]
+    return "\n".join(lines) + "\n"
+
+
+@click.command("direction")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--init", "fresh", is_flag=True, help="Freshly initialised networks (the --preset's) instead of "
+              "a checkpoint.")
+@click.option("--data", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Dataset root with train/<role>/ (the training data; no test pair is read).")
+@click.option("--task", default="ivif", show_default=True,
+              type=click.Choice(["ivif", "mif", "mfif", "meif"], case_sensitive=False))
+@click.option("--preset", default="long", show_default=True, help="Preset giving the crop (and, with --init, "
+              "the networks).")
+@click.option("--inner-lr", "inner_lrs", default="1e-3,1e-2,3e-2,1e-1", show_default=True,
+              help="Comma-separated look-ahead steps of the inner update.")
+@click.option("--crop", type=click.IntRange(min=16), default=None,
+              help="Square crop of the batches [default: the checkpoint's or preset's meta crop].")
+@click.option("--batches", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Meta-train/meta-test batch pairs summed into g.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: the physical cores).")
+@click.option("--out", "out_dir", default=str(DEFAULT_RESULTS_DIR), show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the JSON and markdown results.")
+@click.option("-v", "--verbose", count=True)
+@friendly_errors
+def direction(checkpoint: Path | None, fresh: bool, data: Path, task: str, preset: str, inner_lrs: str,
+              crop: int | None, batches: int, seed: int, threads: int, out_dir: str, verbose: int) -> None:
+    """Which way P's meta-gradient (and the leak) moves the mean loss weights, per inner lr.
+
+    \b
+    Example:
+      rfbench direction --init --data data/ivif/MSRS --inner-lr 1e-3,1e-2,1e-1
+      rfbench direction runs/ivif/best.pt --data data/ivif/MSRS
+    """
+    import json
+
+    setup_logging(verbose)
+    if (checkpoint is None) == (not fresh):
+        raise click.UsageError("give a CHECKPOINT or --init (not both)")
+    try:
+        lrs = [float(s) for s in inner_lrs.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{inner_lrs!r} is not a comma-separated list of numbers", param_hint="--inner-lr")
+    if not lrs or any(lr <= 0 for lr in lrs):
+        raise click.BadParameter("give at least one positive inner lr", param_hint="--inner-lr")
+    check_results_dir(out_dir)
+    report = measure(checkpoint, data, task.lower(), preset, lrs, batches, seed, threads, crop)
+    from .results_io import write_results
+
+    stem = f"direction_{task}_{'init' if checkpoint is None else checkpoint.stem}"
+    jp, mp = write_results(out_dir, stem, json.dumps(report, indent=2) + "\n", to_markdown(report))
+    click.echo(to_markdown(report))
+    click.echo(f"wrote {jp} and {mp}")
+
+
+def measure(checkpoint: Path | None, data: Path, task: str, preset: str, inner_lrs: list[float], batches: int,
+            seed: int, threads: int = 0, crop: int | None = None) -> dict:
+    """The report ``rfbench direction`` writes (see the module docstring)."""
+    import torch
+
+    from refusion.runtime.tasks import TASK_SOURCES
+    from refusion.train.checkpoint import load_checkpoint
+    from refusion.train.cli import training_threads
+    from refusion.train.config import TrainConfig, preset_config
+    from refusion.train.data import BatchSampler
+    from refusion.train.dataset import load_training_data
+    from refusion.train.trainer import build_networks
+
+    torch.set_num_threads(threads or training_threads())
+    torch.manual_seed(seed)
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint)
+        if "loss_proposal" not in ckpt or "reconstruction" not in ckpt:
+            raise DataError(f"{checkpoint} holds no P and R (an rftrain checkpoint has them; a released one does not)")
+        config = TrainConfig.from_dict({**ckpt["train_config"], "data": str(data), "task": task,
+                                        "synthesize_from": None, "a_dir": None, "b_dir": None})
+    else:
+        config = preset_config(preset, task=task, data=str(data))
+    fusion, proposal, recon = build_networks(config)
+    if checkpoint is not None:
+        fusion.load_state_dict(ckpt["fusion"])
+        proposal.load_state_dict(ckpt["loss_proposal"])
+        recon.load_state_dict(ckpt["reconstruction"])
+    crop = crop or config.meta_crop_size
+    train = load_training_data(config.replace(val_pairs=0)).train
+    sampler = BatchSampler(train, seed, config.pairs_per_batch, config.swap_augment, crop)
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    pairs = []
+    for k in range(batches):
+        (tx, tt), (sx, st) = sampler.batch(1, "meta", 2 * k, crop), sampler.batch(1, "meta", 2 * k + 1, crop)
+        pairs.append((tensor(tx), tensor(tt), tensor(sx), tensor(st)))
+    rows, cosines, (w_a, v_a) = directions(fusion, proposal, recon, pairs, inner_lrs, config.alpha1, config.alpha2)
+    return {
+        "model": "initialised networks" if checkpoint is None else str(checkpoint),
+        "task": task, "roles": list(TASK_SOURCES[task]), "data": str(data), "crop": crop, "batches": batches,
+        "seed": seed, "w_a": w_a, "v_a": v_a,
+        "rows": [r.__dict__ for r in rows],
+        "cosines": [{"a": a, "b": b, "cosine": c} for (a, b), c in cosines.items()],
+    }

@@ -1,0 +1,129 @@
+"""rfbench direction: which way P's meta-gradient (and the leak) moves the mean loss weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+
+from refusion.benchmarks.cli import main as rfbench  # noqa: E402
+from refusion.benchmarks.meta_direction import LEAK, directions, source_a_means  # noqa: E402
+from refusion.train.losses import fusion_loss  # noqa: E402
+from refusion.train.meta import MetaConfig, meta_gradient  # noqa: E402
+
+from .test_train_loop import make_dataset  # noqa: E402
+from .test_train_meta import batch, tiny_nets  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+BUNDLED = Path(__file__).resolve().parents[1] / "train" / "models" / "ivif.pt"
+
+
+def _batches(n: int = 2, dtype=torch.float64):
+    out = []
+    for k in range(n):
+        (tx, tt), (sx, st) = batch(10 + 2 * k, dtype=dtype), batch(11 + 2 * k, dtype=dtype)
+        out.append((tx, tt, sx, st))
+    return out
+
+
+def test_source_a_means_follow_the_source_into_the_swapped_rows():
+    """The second half of a batch holds (b, a): source a's weight is then channel 1's, not channel 0's."""
+    a, b = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    x = torch.cat([torch.cat([a, b], 1), torch.cat([b, a], 1)])  # 2 pairs + the same pairs swapped
+
+    def brighter_wins(x):  # weights the brighter channel 0.9, the other 0.1
+        w = torch.where(x > 0.5, 0.9, 0.1)
+        return w, 1 - w
+
+    w_a, v_a = source_a_means(brighter_wins, x)
+    assert float(w_a) == pytest.approx(0.9)  # channel 0 throughout would give 0.5
+    assert float(v_a) == pytest.approx(0.1)
+
+
+def test_rows_give_the_first_order_change_of_mean_w_and_v_along_each_step_rule():
+    f, p, r = tiny_nets(dtype=torch.float64)
+    pairs = _batches()
+    rows, cosines, _ = directions(f, p, r, pairs, [0.05, 0.5])
+    assert [row.label for row in rows] == ["0.05", "0.5", LEAK]
+    x_all = torch.cat([q[0] for q in pairs])
+    params = list(p.parameters())
+    for row, lr in zip(rows[:2], (0.05, 0.5)):
+        g = [torch.zeros_like(q) for q in params]
+        for tx, tt, sx, st in pairs:  # g is summed over the batch pairs
+            for acc, q in zip(g, meta_gradient(f, p, r, (tx, tt), (sx, st), lr, MetaConfig()).proposal_grads):
+                acc += q
+        norm = torch.sqrt(sum((q * q).sum() for q in g))
+        assert row.grad_norm == pytest.approx(float(norm), rel=1e-9)
+        eps = 1e-6
+        for step, dw, dv in (([-q / norm for q in g], row.dw_sgd, row.dv_sgd),
+                             ([-torch.sign(q) for q in g], row.dw_sign, row.dv_sign)):
+            means = []
+            for sign in (1, -2, 1):  # to +eps, to -eps, back (central differences)
+                with torch.no_grad():
+                    for q, d in zip(params, step):
+                        q += sign * eps * d
+                means.append([float(m.detach()) for m in source_a_means(p, x_all)])
+            (w_up, v_up), (w_down, v_down) = means[0], means[1]
+            assert (w_up - w_down) / (2 * eps) == pytest.approx(dw, rel=1e-3, abs=1e-9)
+            assert (v_up - v_down) / (2 * eps) == pytest.approx(dv, rel=1e-3, abs=1e-9)
+    assert set(cosines) == {("0.05", "0.5"), ("0.05", LEAK), ("0.5", LEAK)}
+
+
+def test_the_leak_row_is_dlf_dp_on_the_meta_train_batches_alone():
+    f, p, r = tiny_nets(dtype=torch.float64)
+    pairs = _batches()
+    rows, _, _ = directions(f, p, r, pairs, [0.05])
+    params = list(p.parameters())
+    leak = [torch.zeros_like(q) for q in params]
+    for tx, _, _, _ in pairs:
+        w, v = p(tx)
+        gs = torch.autograd.grad(fusion_loss(f(tx).detach(), tx, w, v).total, params, allow_unused=True)
+        for acc, g in zip(leak, gs):
+            if g is not None:
+                acc += g
+    norm = float(torch.sqrt(sum((q * q).sum() for q in leak)))
+    assert rows[-1].label == LEAK
+    assert rows[-1].grad_norm == pytest.approx(norm, rel=1e-6)
+    assert rows[-1].grad_norm > 100 * rows[0].grad_norm  # the leak dwarfs the meta term (METHOD.md)
+
+
+def test_cli_writes_a_table_for_a_checkpoint_and_for_fresh_networks(tmp_path: Path):
+    data = make_dataset(tmp_path / "data", n_train=6)  # the long preset holds 4 training pairs out
+    out = tmp_path / "res"
+    for source in ([str(BUNDLED)], ["--init"]):
+        res = CliRunner().invoke(rfbench, ["direction", *source, "--data", str(data), "--inner-lr", "1e-3,1e-1",
+                                           "--crop", "16", "--batches", "1", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    reports = sorted(out.glob("direction_ivif_*.json"))
+    assert [p.name for p in reports] == ["direction_ivif_init.json", "direction_ivif_ivif.json"]
+    for path in reports:
+        report = json.loads(path.read_text())
+        assert [row["label"] for row in report["rows"]] == ["0.001", "0.1", LEAK]
+        assert all(row["grad_norm"] > 0 for row in report["rows"])
+        assert "| inner lr |" in path.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give a CHECKPOINT or --init"),
+    (["--init", "--inner-lr", "fast"], "comma-separated"),
+    (["--init", "--inner-lr", "0"], "positive"),
+])
+def test_cli_refuses_bad_arguments_with_one_line(tmp_path: Path, args, message):
+    data = make_dataset(tmp_path / "data")
+    res = CliRunner().invoke(rfbench, ["direction", *args, "--data", str(data), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_checkpoint_without_p_is_refused_clearly(tmp_path: Path):
+    data = make_dataset(tmp_path / "data")
+    ckpt = tmp_path / "f_only.pt"
+    torch.save({"fusion": {}}, ckpt)
+    res = CliRunner().invoke(rfbench, ["direction", str(ckpt), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output
+    assert f"{ckpt} is not a refusion checkpoint" in res.output
