@@ -38,7 +38,7 @@ class Direction:
 
 
 def source_a_means(proposal, x):
-    """Mean w and v of source a over a batch whose second half has a and b swapped (BatchSampler's order)."""
+    """Mean w and v of source a over ONE batch whose second half has a and b swapped (BatchSampler's order)."""
     import torch
 
     w, v = proposal(x)
@@ -58,8 +58,10 @@ def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0,
     from refusion.train.meta import MetaConfig, meta_gradient
 
     params = list(proposal.parameters())
-    x_all = torch.cat([b[0] for b in batches])
-    w_a, v_a = source_a_means(proposal, x_all)
+    # Per batch: each holds its own swapped half. The batches are of one size, so the mean of means is the mean.
+    means = [source_a_means(proposal, b[0]) for b in batches]
+    w_a = torch.stack([m[0] for m in means]).mean()
+    v_a = torch.stack([m[1] for m in means]).mean()
 
     def grad_of(value, retain):
         gs = torch.autograd.grad(value, params, retain_graph=retain, allow_unused=True)
