@@ -86,7 +86,9 @@ def _opt(*names: str, **kw: Any):
 @_opt("--p-lr", type=float, help="Step size of P [default: same as --lr, the paper].")
 @_opt("--p-optimizer", type=click.Choice(["maxnorm", "adam"]), help="P's update: max-normalised SGD (paper) or Adam.")
 @_opt("--outer-accum", type=int, help="Outer steps accumulated per update of P.")
-@_opt("--inner-lr", type=float, help="Look-ahead step of the inner update [default: the current lr].")
+@_opt("--inner-lr", type=float, help="Look-ahead step of the inner update [default: the current lr]. For IVIF, "
+     "from 3e-2 up the meta-gradient lowers the infrared weight instead of raising it (rfbench direction); "
+     "with 0.1 the long preset scored lower on validation (benchmarks/results/quality/ivif_presets/).")
 @_opt("--alpha1", type=float, help="Weight of L_f's gradient term.")
 @_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
 @click.option("--alpha1-ramp", is_flag=True, default=None, help="Quirk of the released schedule: alpha1 = epoch/L.")
