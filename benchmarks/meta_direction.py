@@ -20,6 +20,8 @@ import numpy as np
 from refusion.runtime.clitools import friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
 
+from refusion.train.config import PRESETS, TASKS
+
 from .results_io import DEFAULT_RESULTS_DIR, check_results_dir
 
 LEAK = "leak"
@@ -49,7 +51,8 @@ def source_a_means(proposal, x):
 
 def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0, alpha2: float = 1.0,
                with_leak: bool = True):
-    """(rows, cosines): a :class:`Direction` per inner lr (then the leak), and {(label, label): cosine}.
+    """(rows, cosines, (w_a, v_a)): a :class:`Direction` per inner lr (then the leak), {(label, label): cosine},
+    and the mean w and v of source a on the meta-train batches.
 
     ``batches``: [(train_x, train_t, test_x, test_t), ...] tensors; g is summed over them.
     """
@@ -123,10 +126,9 @@ def to_markdown(report: dict) -> str:
               "a checkpoint.")
 @click.option("--data", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Dataset root with train/<role>/ (the training data; no test pair is read).")
-@click.option("--task", default="ivif", show_default=True,
-              type=click.Choice(["ivif", "mif", "mfif", "meif"], case_sensitive=False))
-@click.option("--preset", default="long", show_default=True, help="Preset giving the crop (and, with --init, "
-              "the networks).")
+@click.option("--task", default="ivif", show_default=True, type=click.Choice(TASKS, case_sensitive=False))
+@click.option("--preset", default="long", show_default=True, type=click.Choice(sorted(PRESETS)),
+              help="With --init: the preset giving the networks and the crop.")
 @click.option("--inner-lr", "inner_lrs", default="1e-3,1e-2,3e-2,1e-1", show_default=True,
               help="Comma-separated look-ahead steps of the inner update.")
 @click.option("--crop", type=click.IntRange(min=16), default=None,
