@@ -76,14 +76,11 @@ def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0,
     for label in labels:
         leak = label == LEAK
         lr = float(inner_lrs[0]) if leak else label
-        config = MetaConfig(alpha1=alpha1, alpha2=alpha2, leak_fusion_grad=leak)
+        # The leak term alone is meta.py's leaky gradient with no meta term (meta_grad "none").
+        config = MetaConfig(alpha1=alpha1, alpha2=alpha2, leak_fusion_grad=leak, meta_grad="none" if leak else "jvp")
         total = None
         for tx, tt, sx, st in batches:
             g = meta_gradient(fusion, proposal, recon, (tx, tt), (sx, st), lr, config).proposal_grads
-            if leak:  # the leak term alone: the leaky gradient minus the clean meta term
-                clean = meta_gradient(fusion, proposal, recon, (tx, tt), (sx, st), lr,
-                                      MetaConfig(alpha1=alpha1, alpha2=alpha2)).proposal_grads
-                g = [a - b for a, b in zip(g, clean)]
             total = [q.detach() for q in g] if total is None else [a + q.detach() for a, q in zip(total, g)]
         flat = torch.cat([q.flatten() for q in total])
         norm = float(flat.norm())
@@ -179,10 +176,10 @@ def measure(checkpoint: Path | None, data: Path, task: str, preset: str, inner_l
     from refusion.runtime.tasks import TASK_SOURCES
     from refusion.train.checkpoint import load_checkpoint
     from refusion.train.cli import training_threads
-    from refusion.train.config import TrainConfig, preset_config
+    from refusion.train.config import preset_config
     from refusion.train.data import BatchSampler
     from refusion.train.dataset import load_training_data
-    from refusion.train.trainer import build_networks
+    from refusion.train.trainer import build_networks, networks_from_checkpoint
 
     torch.set_num_threads(threads or training_threads())
     torch.manual_seed(seed)
@@ -190,15 +187,11 @@ def measure(checkpoint: Path | None, data: Path, task: str, preset: str, inner_l
         ckpt = load_checkpoint(checkpoint)
         if "loss_proposal" not in ckpt or "reconstruction" not in ckpt:
             raise DataError(f"{checkpoint} holds no P and R (an rftrain checkpoint has them; a released one does not)")
-        config = TrainConfig.from_dict({**ckpt["train_config"], "data": str(data), "task": task,
-                                        "synthesize_from": None, "a_dir": None, "b_dir": None})
+        config, fusion, proposal, recon = networks_from_checkpoint(
+            ckpt, data=str(data), task=task, synthesize_from=None, a_dir=None, b_dir=None)
     else:
         config = preset_config(preset, task=task, data=str(data))
-    fusion, proposal, recon = build_networks(config)
-    if checkpoint is not None:
-        fusion.load_state_dict(ckpt["fusion"])
-        proposal.load_state_dict(ckpt["loss_proposal"])
-        recon.load_state_dict(ckpt["reconstruction"])
+        fusion, proposal, recon = build_networks(config)
     crop = crop or config.meta_crop_size
     train = load_training_data(config.replace(val_pairs=0)).train
     sampler = BatchSampler(train, seed, config.pairs_per_batch, config.swap_augment, crop)

@@ -24,20 +24,16 @@ def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side:
 
     from refusion.runtime.imageio import pair_folders
     from refusion.train.checkpoint import load_checkpoint
-    from refusion.train.config import TrainConfig
     from refusion.train.data import load_pairs
     from refusion.train.dataset import evenly_spaced
     from refusion.train.fuse import normalise_output
     from refusion.train.panels import make_panel
-    from refusion.train.trainer import build_networks
+    from refusion.train.trainer import networks_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     if "loss_proposal" not in ckpt:
         raise DataError(f"{checkpoint} holds no loss-proposal network P (an rftrain checkpoint has one)")
-    config = TrainConfig.from_dict({**ckpt["train_config"], "data": str(data)})
-    fusion, proposal, _ = build_networks(config)
-    fusion.load_state_dict(ckpt["fusion"])
-    proposal.load_state_dict(ckpt["loss_proposal"])
+    _, fusion, proposal, _ = networks_from_checkpoint(ckpt, data=str(data))
     fusion.eval()
     proposal.eval()
     roles = TASK_SOURCES[task]

@@ -67,6 +67,18 @@ def build_networks(config: TrainConfig) -> tuple[FusionNet, LossProposalNet, Rec
     return FusionNet(fc), LossProposalNet(config.aux_dim, config.aux_heads), ReconstructionNet(config.aux_dim, config.aux_heads)
 
 
+def networks_from_checkpoint(ckpt: dict, **config_changes: Any) -> tuple[TrainConfig, FusionNet, LossProposalNet,
+                                                                          ReconstructionNet]:
+    """The run's config (with ``config_changes``) and F, P, R with the weights ``ckpt`` holds (absent ones stay
+    freshly initialised: callers check what they need)."""
+    config = TrainConfig.from_dict({**ckpt["train_config"], **config_changes})
+    nets = build_networks(config)
+    for net, key in zip(nets, ("fusion", "loss_proposal", "reconstruction")):
+        if key in ckpt:
+            net.load_state_dict(ckpt[key])
+    return (config, *nets)
+
+
 class Trainer:
     """One training run. Build it, then call :meth:`run`."""
 
