@@ -6,8 +6,11 @@ data, the summed meta-gradient g of P is computed for each inner lr, and for the
 mean weight of source a (w_a for the intensity term, v_a for the gradient term) along P's two step rules:
 -g / |g| (a plain gradient step of length 1) and -sign(g) (the direction of Adam's first steps, every
 parameter moved by 1). Source a is the first role of the task (infrared for IVIF); the swapped rows of each
-batch hold a in the second channel, so the mean follows the source, not the channel. The cosines between
-all rows' g come last. Numbers, not a verdict: which direction helps is measured by training.
+batch hold a in the second channel, so the mean follows the source, not the channel. Two more probes say
+whether g moves P towards per-pixel selection (the authors' IVIF output is close to the per-pixel max): the mean
+intensity weight of the brighter source at each pixel (w_max) and the mean gradient weight of the source with the
+larger Sobel magnitude there (v_max). The cosines between all rows' g come last. Numbers, not a verdict: which
+direction helps is measured by training.
 """
 from __future__ import annotations
 
@@ -37,6 +40,10 @@ class Direction:
     dv_sgd: float
     dw_sign: float  # d mean(w_a) along -sign(g)
     dv_sign: float
+    dwmax_sgd: float  # d mean(w of the brighter source) along -g/|g|
+    dvmax_sgd: float  # d mean(v of the source with the larger gradient)
+    dwmax_sign: float
+    dvmax_sign: float
 
 
 def source_a_means(proposal, x):
@@ -49,10 +56,24 @@ def source_a_means(proposal, x):
     return torch.where(first, w[:, 0], w[:, 1]).mean(), torch.where(first, v[:, 0], v[:, 1]).mean()
 
 
+def selection_means(proposal, x):
+    """Mean w of the brighter source and mean v of the source with the larger Sobel magnitude, per pixel, over
+    one batch (channel order does not matter: the comparison is made per row)."""
+    import torch
+
+    from refusion.train.networks import sobel_magnitude
+
+    w, v = proposal(x)
+    grad = sobel_magnitude(x)
+    w_max = torch.where(x[:, 0] >= x[:, 1], w[:, 0], w[:, 1]).mean()
+    v_max = torch.where(grad[:, 0] >= grad[:, 1], v[:, 0], v[:, 1]).mean()
+    return w_max, v_max
+
+
 def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0, alpha2: float = 1.0,
                with_leak: bool = True):
-    """(rows, cosines, (w_a, v_a)): a :class:`Direction` per inner lr (then the leak), {(label, label): cosine},
-    and the mean w and v of source a on the meta-train batches.
+    """(rows, cosines, (w_a, v_a, w_max, v_max)): a :class:`Direction` per inner lr (then the leak),
+    {(label, label): cosine}, and the mean weights of the probes on the meta-train batches.
 
     ``batches``: [(train_x, train_t, test_x, test_t), ...] tensors; g is summed over them.
     """
@@ -62,15 +83,14 @@ def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0,
 
     params = list(proposal.parameters())
     # Per batch: each holds its own swapped half. The batches are of one size, so the mean of means is the mean.
-    means = [source_a_means(proposal, b[0]) for b in batches]
-    w_a = torch.stack([m[0] for m in means]).mean()
-    v_a = torch.stack([m[1] for m in means]).mean()
+    means = [source_a_means(proposal, b[0]) + selection_means(proposal, b[0]) for b in batches]
+    probes = [torch.stack([m[i] for m in means]).mean() for i in range(4)]  # w_a, v_a, w_max, v_max
 
     def grad_of(value, retain):
         gs = torch.autograd.grad(value, params, retain_graph=retain, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
 
-    dw, dv = grad_of(w_a, True), grad_of(v_a, False)
+    dw, dv, dwmax, dvmax = [grad_of(value, i < 3) for i, value in enumerate(probes)]
     labels = [float(lr) for lr in inner_lrs] + ([LEAK] if with_leak else [])
     rows, flats = [], {}
     for label in labels:
@@ -88,14 +108,15 @@ def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0,
         sign = [-torch.sign(q) for q in total]
         dot = lambda a, b: float(sum((x * y).sum() for x, y in zip(a, b)))  # noqa: E731
         name = LEAK if leak else f"{label:g}"
-        rows.append(Direction(name, norm, dot(dw, unit), dot(dv, unit), dot(dw, sign), dot(dv, sign)))
+        rows.append(Direction(name, norm, dot(dw, unit), dot(dv, unit), dot(dw, sign), dot(dv, sign),
+                              dot(dwmax, unit), dot(dvmax, unit), dot(dwmax, sign), dot(dvmax, sign)))
         flats[name] = flat
     names = list(flats)
     cosines = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             cosines[(a, b)] = float(torch.nn.functional.cosine_similarity(flats[a], flats[b], dim=0))
-    return rows, cosines, (float(w_a.detach()), float(v_a.detach()))
+    return rows, cosines, tuple(float(q.detach()) for q in probes)
 
 
 def to_markdown(report: dict) -> str:
@@ -103,7 +124,9 @@ def to_markdown(report: dict) -> str:
     lines = [f"# Direction of P's meta-gradient: {report['model']}", "",
              f"{report['task']} on {report['data']}; {report['batches']} meta-train/meta-test batch pairs of "
              f"{report['crop']}x{report['crop']} crops (seed {report['seed']}).",
-             f"Mean w_{roles[0]} {report['w_a']:.4f}, mean v_{roles[0]} {report['v_a']:.4f} on these batches.",
+             f"Mean w_{roles[0]} {report['w_a']:.4f}, mean v_{roles[0]} {report['v_a']:.4f} on these batches; "
+             f"w_max {report['w_max']:.4f} (the brighter source's w), v_max {report['v_max']:.4f} (the v of the "
+             "source with the larger gradient).",
              f"d w, d v: first-order change of the mean weight of {roles[0]} along -g/|g| (gradient step of "
              "length 1) and along -sign(g) (Adam's first steps, every parameter moved by 1). 'leak' is "
              "dL_f/dtheta_P alone.", "",
@@ -112,6 +135,12 @@ def to_markdown(report: dict) -> str:
     for r in report["rows"]:
         lines.append(f"| {r['label']} | {r['grad_norm']:.3e} | {r['dw_sgd']:+.3e} | {r['dv_sgd']:+.3e} | "
                      f"{r['dw_sign']:+.3e} | {r['dv_sign']:+.3e} |")
+    lines += ["", "Towards per-pixel selection: d w_max, d v_max along the same two step rules.", "",
+              "| inner lr | d w_max (-g/|g|) | d v_max (-g/|g|) | d w_max (-sign g) | d v_max (-sign g) |",
+              "|---|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['label']} | {r['dwmax_sgd']:+.3e} | {r['dvmax_sgd']:+.3e} | {r['dwmax_sign']:+.3e} | "
+                     f"{r['dvmax_sign']:+.3e} |")
     lines += ["", "| cosine | value |", "|---|---:|"]
     lines += [f"| {c['a']} / {c['b']} | {c['cosine']:+.3f} |" for c in report["cosines"]]
     return "\n".join(lines) + "\n"
@@ -200,11 +229,12 @@ def measure(checkpoint: Path | None, data: Path, task: str, preset: str, inner_l
     for k in range(batches):
         (tx, tt), (sx, st) = sampler.batch(1, "meta", 2 * k, crop), sampler.batch(1, "meta", 2 * k + 1, crop)
         pairs.append((tensor(tx), tensor(tt), tensor(sx), tensor(st)))
-    rows, cosines, (w_a, v_a) = directions(fusion, proposal, recon, pairs, inner_lrs, config.alpha1, config.alpha2)
+    rows, cosines, (w_a, v_a, w_max, v_max) = directions(fusion, proposal, recon, pairs, inner_lrs, config.alpha1,
+                                                        config.alpha2)
     return {
         "model": "initialised networks" if checkpoint is None else str(checkpoint),
         "task": task, "roles": list(TASK_SOURCES[task]), "data": str(data), "crop": crop, "batches": batches,
-        "seed": seed, "w_a": w_a, "v_a": v_a,
+        "seed": seed, "w_a": w_a, "v_a": v_a, "w_max": w_max, "v_max": v_max,
         "rows": [r.__dict__ for r in rows],
         "cosines": [{"a": a, "b": b, "cosine": c} for (a, b), c in cosines.items()],
     }

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from refusion.benchmarks.cli import main as rfbench  # noqa: E402
-from refusion.benchmarks.meta_direction import LEAK, directions, source_a_means  # noqa: E402
+from refusion.benchmarks.meta_direction import LEAK, directions, selection_means, source_a_means  # noqa: E402
 from refusion.train.losses import fusion_loss  # noqa: E402
 from refusion.train.meta import MetaConfig, meta_gradient  # noqa: E402
 
@@ -66,11 +66,35 @@ def test_the_mean_weights_follow_source_a_in_every_batch_of_several():
         x, target = torch.cat([ab, ab.flip(1)]), torch.cat([ab, ab])
         pairs.append((x, target, x, target))
     p = _Softmax()
-    _, _, (w_a, v_a) = directions(f, p, r, pairs, [0.1], with_leak=False)
+    _, _, (w_a, v_a, w_max, v_max) = directions(f, p, r, pairs, [0.1], with_leak=False)
     a = torch.cat([q[1][:, 0] for q in pairs])
     b = torch.cat([q[1][:, 1] for q in pairs])
     assert w_a == pytest.approx(float(torch.sigmoid(3.0 * (a - b)).mean()), rel=1e-9)  # > 0.5: a is brighter
     assert v_a == pytest.approx(float(torch.sigmoid(-2.0 * (a - b)).mean()), rel=1e-9)
+    assert w_max == pytest.approx(w_a, rel=1e-9)  # a is the brighter source at every pixel
+
+
+def test_selection_means_weigh_the_brighter_and_the_sharper_source_per_pixel():
+    """w_max: the w of whichever source is brighter at that pixel; v_max: the v of the one with the larger gradient."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 2, 12, 12, generator=g, dtype=torch.float64)
+    x[:, 1, :, 6:] = 0.5  # source b flat on the right half: there a has the larger gradient
+    w = torch.rand(4, 2, 12, 12, generator=g, dtype=torch.float64).softmax(1)
+    v = torch.rand(4, 2, 12, 12, generator=g, dtype=torch.float64).softmax(1)
+    w_max, v_max = selection_means(lambda _: (w, v), x)
+    expected_w = [max(range(2), key=lambda c: x[n, c, i, j]) for n in range(4) for i in range(12) for j in range(12)]
+    flat_w = [float(w[n, c, i, j]) for (n, i, j), c in
+              zip([(n, i, j) for n in range(4) for i in range(12) for j in range(12)], expected_w)]
+    assert float(w_max) == pytest.approx(sum(flat_w) / len(flat_w), rel=1e-12)
+    from refusion.train.networks import sobel_magnitude
+    grad = sobel_magnitude(x)
+    assert bool((grad[:, 0, 1:-1, 7:-1] > grad[:, 1, 1:-1, 7:-1]).all())  # the flat half is b's
+    sharper = torch.where(grad[:, 0] >= grad[:, 1], v[:, 0], v[:, 1])
+    assert float(v_max) == pytest.approx(float(sharper.mean()), rel=1e-12)
+    assert float(v_max) != pytest.approx(float(torch.where(grad[:, 0] < grad[:, 1], v[:, 0], v[:, 1]).mean()))
+    # swapping the channels of x, w and v together changes nothing: the comparison is per pixel, not per channel
+    w_sw, v_sw = selection_means(lambda _: (w.flip(1), v.flip(1)), x.flip(1))
+    assert float(w_sw) == pytest.approx(float(w_max), rel=1e-12)
 
 
 def test_rows_give_the_first_order_change_of_mean_w_and_v_along_each_step_rule():
@@ -87,18 +111,19 @@ def test_rows_give_the_first_order_change_of_mean_w_and_v_along_each_step_rule()
         norm = torch.sqrt(sum((q * q).sum() for q in g))
         assert row.grad_norm == pytest.approx(float(norm), rel=1e-9)
         eps = 1e-8
-        for step, dw, dv in (([-q / norm for q in g], row.dw_sgd, row.dv_sgd),
-                             ([-torch.sign(q) for q in g], row.dw_sign, row.dv_sign)):
+        for step, expected in (([-q / norm for q in g], (row.dw_sgd, row.dv_sgd, row.dwmax_sgd, row.dvmax_sgd)),
+                               ([-torch.sign(q) for q in g],
+                                (row.dw_sign, row.dv_sign, row.dwmax_sign, row.dvmax_sign))):
             means = []
             for sign in (1, -2, 1):  # to +eps, to -eps, back (central differences)
                 with torch.no_grad():
                     for q, d in zip(params, step):
                         q += sign * eps * d
-                per_batch = [source_a_means(p, q[0]) for q in pairs]
-                means.append([sum(float(m[i].detach()) for m in per_batch) / len(pairs) for i in (0, 1)])
-            (w_up, v_up), (w_down, v_down) = means[0], means[1]
-            assert (w_up - w_down) / (2 * eps) == pytest.approx(dw, rel=1e-4, abs=1e-9)
-            assert (v_up - v_down) / (2 * eps) == pytest.approx(dv, rel=1e-4, abs=1e-9)
+                per_batch = [source_a_means(p, q[0]) + selection_means(p, q[0]) for q in pairs]
+                means.append([sum(float(m[i].detach()) for m in per_batch) / len(pairs) for i in range(4)])
+            up, down = means[0], means[1]
+            for i, d in enumerate(expected):  # w_a, v_a, w_max, v_max
+                assert (up[i] - down[i]) / (2 * eps) == pytest.approx(d, rel=1e-4, abs=1e-9)
     assert set(cosines) == {("0.05", "0.5"), ("0.05", LEAK), ("0.5", LEAK)}
 
 
