@@ -56,18 +56,11 @@ def source_a_means(proposal, x):
     return torch.where(first, w[:, 0], w[:, 1]).mean(), torch.where(first, v[:, 0], v[:, 1]).mean()
 
 
-def selection_means(proposal, x):
-    """Mean w of the brighter source and mean v of the source with the larger Sobel magnitude, per pixel, over
-    one batch (channel order does not matter: the comparison is made per row)."""
-    import torch
+def proposal_selection(proposal, x):
+    """P's w_max and v_max on one batch (:func:`refusion.train.validation.selection_means`)."""
+    from refusion.train.validation import selection_means
 
-    from refusion.train.networks import sobel_magnitude
-
-    w, v = proposal(x)
-    grad = sobel_magnitude(x)
-    w_max = torch.where(x[:, 0] >= x[:, 1], w[:, 0], w[:, 1]).mean()
-    v_max = torch.where(grad[:, 0] >= grad[:, 1], v[:, 0], v[:, 1]).mean()
-    return w_max, v_max
+    return selection_means(x, *proposal(x))
 
 
 def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0, alpha2: float = 1.0,
@@ -83,7 +76,7 @@ def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0,
 
     params = list(proposal.parameters())
     # Per batch: each holds its own swapped half. The batches are of one size, so the mean of means is the mean.
-    means = [source_a_means(proposal, b[0]) + selection_means(proposal, b[0]) for b in batches]
+    means = [source_a_means(proposal, b[0]) + proposal_selection(proposal, b[0]) for b in batches]
     probes = [torch.stack([m[i] for m in means]).mean() for i in range(4)]  # w_a, v_a, w_max, v_max
 
     def grad_of(value, retain):

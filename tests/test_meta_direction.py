@@ -10,7 +10,8 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from refusion.benchmarks.cli import main as rfbench  # noqa: E402
-from refusion.benchmarks.meta_direction import LEAK, directions, selection_means, source_a_means  # noqa: E402
+from refusion.benchmarks.meta_direction import LEAK, directions, proposal_selection, source_a_means  # noqa: E402
+from refusion.train.validation import selection_means  # noqa: E402
 from refusion.train.losses import fusion_loss  # noqa: E402
 from refusion.train.meta import MetaConfig, meta_gradient  # noqa: E402
 
@@ -81,7 +82,7 @@ def test_selection_means_weigh_the_brighter_and_the_sharper_source_per_pixel():
     x[:, 1, :, 6:] = 0.5  # source b flat on the right half: there a has the larger gradient
     w = torch.rand(4, 2, 12, 12, generator=g, dtype=torch.float64).softmax(1)
     v = torch.rand(4, 2, 12, 12, generator=g, dtype=torch.float64).softmax(1)
-    w_max, v_max = selection_means(lambda _: (w, v), x)
+    w_max, v_max = selection_means(x, w, v)
     expected_w = [max(range(2), key=lambda c: x[n, c, i, j]) for n in range(4) for i in range(12) for j in range(12)]
     flat_w = [float(w[n, c, i, j]) for (n, i, j), c in
               zip([(n, i, j) for n in range(4) for i in range(12) for j in range(12)], expected_w)]
@@ -93,7 +94,7 @@ def test_selection_means_weigh_the_brighter_and_the_sharper_source_per_pixel():
     assert float(v_max) == pytest.approx(float(sharper.mean()), rel=1e-12)
     assert float(v_max) != pytest.approx(float(torch.where(grad[:, 0] < grad[:, 1], v[:, 0], v[:, 1]).mean()))
     # swapping the channels of x, w and v together changes nothing: the comparison is per pixel, not per channel
-    w_sw, v_sw = selection_means(lambda _: (w.flip(1), v.flip(1)), x.flip(1))
+    w_sw, v_sw = selection_means(x.flip(1), w.flip(1), v.flip(1))
     assert float(w_sw) == pytest.approx(float(w_max), rel=1e-12)
 
 
@@ -119,7 +120,7 @@ def test_rows_give_the_first_order_change_of_mean_w_and_v_along_each_step_rule()
                 with torch.no_grad():
                     for q, d in zip(params, step):
                         q += sign * eps * d
-                per_batch = [source_a_means(p, q[0]) + selection_means(p, q[0]) for q in pairs]
+                per_batch = [source_a_means(p, q[0]) + proposal_selection(p, q[0]) for q in pairs]
                 means.append([sum(float(m[i].detach()) for m in per_batch) / len(pairs) for i in range(4)])
             up, down = means[0], means[1]
             for i, d in enumerate(expected):  # w_a, v_a, w_max, v_max

@@ -175,7 +175,10 @@ def test_run_dir_checkpoints_and_protection(tmp_path):
     assert (out / "panels" / "epoch_001.png").is_file() and (out / "log.csv").is_file()
     ck = load_checkpoint(res.last)
     assert ck["task"] == "ivif" and {"fusion", "loss_proposal", "reconstruction", "train_config"} <= set(ck)
-    assert set(ck["validation"]) >= {"en", "sd", "sf", "ag", "scd", "ssim", "qabf", "w_a", "v_a"}
+    assert set(ck["validation"]) >= {"en", "sd", "sf", "ag", "scd", "ssim", "qabf", "w_a", "v_a", "w_max", "v_max"}
+    assert all(0 < ck["validation"][k] < 1 for k in ("w_max", "v_max"))
+    header = (out / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"val_w_max", "val_v_max"} <= set(header)
     model = load_fusion_model(res.last)
     assert model.task == "ivif" and model.net.config.dim == 8
     with pytest.raises(RunDirError, match="--resume"):

@@ -315,7 +315,7 @@ class Trainer:
 
     # ----- validation -----
     def validate(self) -> dict[str, float]:
-        """Score the held-out pairs (the 7 quality metrics, mean w_a and v_a), log them, write the panel."""
+        """Score the held-out pairs (the 7 quality metrics, mean w_a, v_a, w_max, v_max), log them, write the panel."""
         pairs = self.data.val
         if not len(pairs):
             return {}

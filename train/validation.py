@@ -25,10 +25,23 @@ def validation_metrics(a: np.ndarray, b: np.ndarray, raw: np.ndarray) -> dict[st
     return {k.lower(): v for k, v in compute_metrics(a8, b8, f, names).items()}
 
 
+def selection_means(x: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far P selects one source per pixel: the mean w of whichever source is brighter at each pixel (w_max) and
+    the mean v of whichever has the larger Sobel magnitude there (v_max). 0.5: no selection; 1: the per-pixel max.
+    x, w, v (B, 2, H, W); the comparison is per pixel, so the channel order does not matter."""
+    from .networks import sobel_magnitude
+
+    grad = sobel_magnitude(x)
+    w_max = torch.where(x[:, 0] >= x[:, 1], w[:, 0], w[:, 1]).mean()
+    v_max = torch.where(grad[:, 0] >= grad[:, 1], v[:, 0], v[:, 1]).mean()
+    return w_max, v_max
+
+
 @torch.no_grad()
 def score_pairs(fusion: nn.Module, proposal: nn.Module, pairs: PairSet,
                 to_device: Callable[[np.ndarray], torch.Tensor]) -> tuple[dict[str, float], tuple | None]:
-    """Mean metrics and mean w_a, v_a over ``pairs``; and (fused, w_a, v_a) of the first pair, for its panel.
+    """Mean metrics, mean w_a, v_a and P's selection (:func:`selection_means`) over ``pairs``; and (fused, w_a, v_a)
+    of the first pair, for its panel.
     F is put in eval mode and back in train mode."""
     fusion.eval()
     sums: dict[str, float] = {}
@@ -39,6 +52,7 @@ def score_pairs(fusion: nn.Module, proposal: nn.Module, pairs: PairSet,
         w, v = proposal(x)
         m = validation_metrics(pairs.a[i], pairs.b[i], fused)
         m["w_a"], m["v_a"] = float(w[0, 0].mean()), float(v[0, 0].mean())
+        m["w_max"], m["v_max"] = (float(q) for q in selection_means(x, w, v))
         for k, val in m.items():
             sums[k] = sums.get(k, 0.0) + val
         if i == 0:
