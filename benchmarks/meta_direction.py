@@ -46,21 +46,27 @@ class Direction:
     dvmax_sign: float
 
 
-def source_a_means(proposal, x):
-    """Mean w and v of source a over ONE batch whose second half has a and b swapped (BatchSampler's order)."""
+def _source_a(w, v):
+    """Mean w and v of source a: the second half of the batch holds a in channel 1 (BatchSampler's order)."""
     import torch
 
-    w, v = proposal(x)
-    n = x.shape[0]
-    first = (torch.arange(n, device=x.device) < n // 2)[:, None, None]
+    n = w.shape[0]
+    first = (torch.arange(n, device=w.device) < n // 2)[:, None, None]
     return torch.where(first, w[:, 0], w[:, 1]).mean(), torch.where(first, v[:, 0], v[:, 1]).mean()
 
 
-def proposal_selection(proposal, x):
-    """P's w_max and v_max on one batch (:func:`refusion.train.validation.selection_means`)."""
+def source_a_means(proposal, x):
+    """Mean w and v of source a over ONE batch whose second half has a and b swapped (BatchSampler's order)."""
+    return _source_a(*proposal(x))
+
+
+def probe_means(proposal, x):
+    """(w_a, v_a, w_max, v_max) of one batch from a single pass of P: source a's mean weights
+    (:func:`source_a_means`) and P's selection (:func:`refusion.train.validation.selection_means`)."""
     from refusion.train.validation import selection_means
 
-    return selection_means(x, *proposal(x))
+    w, v = proposal(x)
+    return _source_a(w, v) + selection_means(x, w, v)
 
 
 def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0, alpha2: float = 1.0,
@@ -76,7 +82,7 @@ def directions(fusion, proposal, recon, batches, inner_lrs, alpha1: float = 1.0,
 
     params = list(proposal.parameters())
     # Per batch: each holds its own swapped half. The batches are of one size, so the mean of means is the mean.
-    means = [source_a_means(proposal, b[0]) + proposal_selection(proposal, b[0]) for b in batches]
+    means = [probe_means(proposal, b[0]) for b in batches]
     probes = [torch.stack([m[i] for m in means]).mean() for i in range(4)]  # w_a, v_a, w_max, v_max
 
     def grad_of(value, retain):

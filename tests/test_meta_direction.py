@@ -10,7 +10,7 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from refusion.benchmarks.cli import main as rfbench  # noqa: E402
-from refusion.benchmarks.meta_direction import LEAK, directions, proposal_selection, source_a_means  # noqa: E402
+from refusion.benchmarks.meta_direction import LEAK, directions, probe_means, source_a_means  # noqa: E402
 from refusion.train.validation import selection_means  # noqa: E402
 from refusion.train.losses import fusion_loss  # noqa: E402
 from refusion.train.meta import MetaConfig, meta_gradient  # noqa: E402
@@ -120,7 +120,7 @@ def test_rows_give_the_first_order_change_of_mean_w_and_v_along_each_step_rule()
                 with torch.no_grad():
                     for q, d in zip(params, step):
                         q += sign * eps * d
-                per_batch = [source_a_means(p, q[0]) + proposal_selection(p, q[0]) for q in pairs]
+                per_batch = [probe_means(p, q[0]) for q in pairs]
                 means.append([sum(float(m[i].detach()) for m in per_batch) / len(pairs) for i in range(4)])
             up, down = means[0], means[1]
             for i, d in enumerate(expected):  # w_a, v_a, w_max, v_max

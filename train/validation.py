@@ -10,6 +10,7 @@ from torch import nn
 
 from .config import VAL_METRICS
 from .data import PairSet
+from .networks import sobel_magnitude
 
 
 def validation_metrics(a: np.ndarray, b: np.ndarray, raw: np.ndarray) -> dict[str, float]:
@@ -29,8 +30,6 @@ def selection_means(x: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> tuple[
     """How far P selects one source per pixel: the mean w of whichever source is brighter at each pixel (w_max) and
     the mean v of whichever has the larger Sobel magnitude there (v_max). 0.5: no selection; 1: the per-pixel max.
     x, w, v (B, 2, H, W); the comparison is per pixel, so the channel order does not matter."""
-    from .networks import sobel_magnitude
-
     grad = sobel_magnitude(x)
     w_max = torch.where(x[:, 0] >= x[:, 1], w[:, 0], w[:, 1]).mean()
     v_max = torch.where(grad[:, 0] >= grad[:, 1], v[:, 0], v[:, 1]).mean()
