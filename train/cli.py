@@ -90,6 +90,10 @@ def _opt(*names: str, **kw: Any):
 @_opt("--inner-lr", type=float, help="Look-ahead step of the inner update [default: the current lr]. For IVIF, "
      "from 3e-2 up the meta-gradient lowers the infrared weight instead of raising it (rfbench direction); "
      "with 0.1 the long preset scored lower on validation (benchmarks/results/quality/ivif_presets/).")
+@_opt("--p-prior-steps", type=int, help="Warm start: Adam steps fitting P to the max-intensity/max-gradient "
+     "rule (the brighter source weighs the intensity term, the sharper one the gradient term; train/prior.py) "
+     "before meta-learning moves it [0: P starts from random weights, the paper]. About 1.1 s a step at crop 96 "
+     "on one core.")
 @_opt("--alpha1", type=float, help="Weight of L_f's gradient term.")
 @_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
 @click.option("--alpha1-ramp", is_flag=True, default=None, help="Quirk of the released schedule: alpha1 = epoch/L.")

@@ -116,6 +116,7 @@ class TrainConfig:
     p_optimizer: str = "maxnorm"  # "maxnorm": th_P -= p_lr * g / max|g| (paper); "adam"
     outer_accum: int = 2  # outer steps accumulated per update of P
     inner_lr: float | None = None  # look-ahead step of the inner update (None: the current lr_e)
+    p_prior_steps: int = 0  # warm start: Adam steps fitting P to the max-intensity/max-gradient rule (train/prior.py)
     alpha1: float = 1.0  # weight of the gradient term of L_f
     alpha2: float = 1.0  # weight of the gradient term of L_r
     alpha1_ramp: bool = False  # quirk of the released schedule: alpha1 = (epoch+1)/L
@@ -152,7 +153,7 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.meta_crop is not None and self.meta_crop < 1:
             raise ConfigError(f"meta-crop must be at least 1, got {self.meta_crop}")
-        for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "max_steps"):
+        for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "max_steps", "p_prior_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0 or any(v is not None and v <= 0 for v in (self.p_lr, self.inner_lr)):

@@ -21,7 +21,7 @@ from refusion.runtime.colour import luma_bgr
 from refusion.runtime.errors import DataError, SizeError
 from refusion.runtime.imageio import read_image
 
-PHASE_IDS = {"meta": 1, "fusion": 2, "val": 3, "synth": 4}
+PHASE_IDS = {"meta": 1, "fusion": 2, "val": 3, "synth": 4, "prior": 5}
 
 
 @dataclass

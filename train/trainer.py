@@ -29,6 +29,7 @@ from .data import BatchSampler
 from .dataset import load_training_data
 from .distributed import DistInfo, all_reduce_mean, broadcast_parameters, resolve_device
 from .meta import MetaConfig, MetaLearner
+from .prior import fit_proposal_to_prior
 from .networks import FusionConfig, FusionNet, LossProposalNet, ReconstructionNet
 from .rundir import RunDir
 from .validation import score_pairs, write_panel
@@ -108,6 +109,7 @@ class Trainer:
         self._pending_t0 = time.perf_counter()
         self.epoch, self.phase, self.step, self.global_step = 0, "meta", 0, 0
         self.best_value: float | None = None
+        self.prior_done = not config.p_prior_steps  # P's warm start (train/prior.py) still to run?
         self.last_path: Path | None = None
         self.best_path: Path | None = None
         self.history: list[dict[str, Any]] = []
@@ -130,6 +132,7 @@ class Trainer:
             "position": {"epoch": self.epoch, "phase": self.phase, "step": self.step, "global_step": self.global_step,
                          "train_seconds": self.train_seconds},
             "best_value": self.best_value,
+            "prior_done": self.prior_done,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -170,6 +173,7 @@ class Trainer:
         self.global_step = int(pos["global_step"])
         self.train_seconds = float(pos.get("train_seconds", 0.0))
         self.best_value = ck.get("best_value")
+        self.prior_done = bool(ck.get("prior_done", True))
         self._last_val = ck.get("validation") or {}
         rng = ck.get("rng", {})
         if "torch" in rng:
@@ -261,6 +265,8 @@ class Trainer:
         self.hooks.start(total, min(done, total))
         self._clock = time.perf_counter()  # time spent loading data or waiting is not training time
         try:
+            if not self.prior_done:
+                self._warm_start_proposal()
             while self.epoch < c.epochs and not self._limit_reached():
                 self._run_epoch()
             if self._limit_reached():
@@ -269,6 +275,33 @@ class Trainer:
             self.hooks.close()
             self.rundir.close()
         return TrainResult(self.out, self.last_path, self.best_path, self.epoch, self.global_step, self.history)
+
+    def _warm_start_proposal(self) -> None:
+        """Fit P to the selection rule of train/prior.py before the first meta step; checkpointed when done,
+        so a resumed run does not repeat it (a run killed during it starts it again)."""
+        c = self.config
+        crop = c.meta_crop_size
+
+        def batches():
+            for i in range(c.p_prior_steps):
+                yield self._tensor(self.sampler.batch(0, "prior", i, crop)[0])
+
+        def report(i: int, loss: float) -> None:
+            self._tick()
+            if i == 1 or i % 25 == 0 or i == c.p_prior_steps:
+                self.hooks.message(f"P warm start: step {i}/{c.p_prior_steps}, squared error {loss:.5f}")
+
+        self.proposal.train()
+        losses = fit_proposal_to_prior(self.proposal, batches(), c.p_prior_steps, on_step=report)
+        self.prior_done = True
+        if self.dist.world > 1:
+            broadcast_parameters(self.proposal)  # every rank fitted its own crops: keep rank 0's P
+        row = {"global_step": 0, "epoch": 0, "phase": "prior", "step": c.p_prior_steps,
+               "loss_prior_first": losses[0], "loss_prior": losses[-1],
+               "train_minutes": round(self.train_seconds / 60.0, 3)}
+        self.history.append(row)
+        self.rundir.append(row)  # not a step of the progress bar
+        self.save()
 
     def _run_epoch(self) -> None:
         c = self.config
