@@ -120,9 +120,11 @@ def test_luma_close_to_full_resolution_on_a_real_frame(data_dir: Path) -> None:
             half = LowResFusion(Size(h // 2, w // 2))(Fuser(be, mode), a, b)
             assert half.shape == full.shape
             yf, yh = luma(full), luma(half)
-            assert np.corrcoef(yf.ravel(), yh.ravel())[0, 1] > 0.97, mode
-            if mode == "none":  # the network's own output: close (measured ~40 dB)
-                assert 10 * np.log10(255**2 / np.mean((yf - yh) ** 2)) > 35
+            # measured with the session-9 bundled model: 0.962 (a 2-pixel shift of the half-size result: 0.945);
+            # its output is sharper than the earlier models', and half-size inference loses some of that detail
+            assert np.corrcoef(yf.ravel(), yh.ravel())[0, 1] > 0.95, mode
+            if mode == "none":  # the network's own output: close (measured 33.9 dB; the earlier model ~40 dB)
+                assert 10 * np.log10(255**2 / np.mean((yf - yh) ** 2)) > 32
             # minmax re-stretches by the frame's extremes, which depend on the resolution:
             # the same structure (correlation above), but a different contrast (measured ~17 dB)
 

@@ -66,8 +66,9 @@ def _opt(*names: str, **kw: Any):
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
               help="paper: the paper's schedule (a GPU). quick: 4 epochs, F at lr 1e-3, 51 min for IVIF on one "
                    "core of the 2-core CPU (measured). long: 6 epochs, 65-78 min (the bundled IVIF model is its best "
-                   "epoch, 4, at 44 min). For ivif both step P with Adam at 1e-4 (quick then beats averaging on all "
-                   "7 metrics on MSRS, with the max-normalised step on 6). quick/long hold 4 training pairs "
+                   "epoch, 6, at 69 min). For ivif both step P with Adam at 1e-4 (quick then beats averaging on all "
+                   "7 metrics on MSRS, with the max-normalised step on 6), and long warm-starts P (--p-prior-steps "
+                   "150). quick/long hold 4 training pairs "
                    "out for validation and pick best.pt on their Q_AB/F; scores in the README. For mif, quick "
                    "steps P at 1e-2 (at 1e-3 it hardly moves; 48 min, the bundled MIF model is its epoch 2).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt (exact, mid-epoch too) with "
