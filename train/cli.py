@@ -93,7 +93,7 @@ def _opt(*names: str, **kw: Any):
      "with 0.1 the long preset scored lower on validation (benchmarks/results/quality/ivif_presets/).")
 @_opt("--p-prior-steps", type=int, help="Warm start: Adam steps fitting P to the max-intensity/max-gradient "
      "rule (the brighter source weighs the intensity term, the sharper one the gradient term; train/prior.py) "
-     "before meta-learning moves it [0: P starts from random weights, the paper]. About 1.1 s a step at crop 96 "
+     "before meta-learning moves it [0: P starts from random weights, the paper]. 1.1-1.4 s a step at crop 96 "
      "on one core.")
 @_opt("--alpha1", type=float, help="Weight of L_f's gradient term.")
 @_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
