@@ -277,7 +277,7 @@ def test_the_cpu_presets_step_ivifs_p_with_adam_at_1e_4_and_only_ivifs():
 
 
 def test_only_ivifs_long_preset_warm_starts_p():
-    """Measured for IVIF's long preset only (ivif_presets/README.md); the paper and the other presets start P at random."""
+    """Measured for IVIF's long preset only (ivif_presets/README.md); paper and the other presets start P at random."""
     assert preset_config("long", task="ivif", data="x").p_prior_steps == 150
     assert preset_config("long", task="ivif", data="x", p_prior_steps=0).p_prior_steps == 0
     for task in ("mif", "mfif", "meif"):

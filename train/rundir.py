@@ -28,7 +28,8 @@ from .fuse import to_uint8
 
 LOG_FIELDS = [
     "global_step", "epoch", "phase", "step", "lr", "loss_f", "loss_int", "loss_grad", "loss_r",
-    "meta_loss_f", "meta_loss_r", "meta_loss", "p_update", "loss_prior_first", "loss_prior", "meta_norm", "leak_norm", "cosine",
+    "meta_loss_f", "meta_loss_r", "meta_loss", "p_update", "loss_prior_first", "loss_prior",
+    "meta_norm", "leak_norm", "cosine",
     *(f"val_{m}" for m in VAL_METRICS), "val_w_a", "val_v_a", "val_w_max", "val_v_max",
     "seconds", "train_minutes",
 ]

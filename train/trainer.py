@@ -29,8 +29,8 @@ from .data import BatchSampler
 from .dataset import load_training_data
 from .distributed import DistInfo, all_reduce_mean, broadcast_parameters, resolve_device
 from .meta import MetaConfig, MetaLearner
-from .prior import fit_proposal_to_prior
 from .networks import FusionConfig, FusionNet, LossProposalNet, ReconstructionNet
+from .prior import fit_proposal_to_prior
 from .rundir import RunDir
 from .validation import score_pairs, write_panel
 
