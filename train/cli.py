@@ -90,7 +90,8 @@ def _opt(*names: str, **kw: Any):
 @_opt("--outer-accum", type=int, help="Outer steps accumulated per update of P.")
 @_opt("--inner-lr", type=float, help="Look-ahead step of the inner update [default: the current lr]. For IVIF, "
      "from 3e-2 up the meta-gradient lowers the infrared weight instead of raising it (rfbench direction); "
-     "with 0.1 the long preset scored lower on validation (benchmarks/results/quality/ivif_presets/).")
+     "with 0.1 the long preset scored lower on validation from P's random start, and higher from the warm start "
+     "(--p-prior-steps; not yet scored on test sets: benchmarks/results/quality/ivif_presets/).")
 @_opt("--p-prior-steps", type=int, help="Warm start: Adam steps fitting P to the max-intensity/max-gradient "
      "rule (the brighter source weighs the intensity term, the sharper one the gradient term; train/prior.py) "
      "before meta-learning moves it [0: P starts from random weights, the paper]. 1.1-1.4 s a step at crop 96 "
