@@ -335,6 +335,8 @@ CONVENTIONS = {
     "AG": "mean sqrt((gx^2 + gy^2)/2), np.gradient central differences",
     "SCD": "corr(F-B, A) + corr(F-A, B)",
     "SSIM": "mean of SSIM(A,F), SSIM(B,F); 7x7 uniform window, data_range 2 on 0-255 (old scikit-image float default)",
+    "SSIMA": "SSIM(A,F) alone, as in SSIM (A: the task's first source, e.g. infrared)",
+    "SSIMB": "SSIM(B,F) alone, as in SSIM (B: the task's second source, e.g. visible)",
     "MI": "MI(A,F) + MI(B,F), 256-bin joint histograms, bits",
     "PSNR": "10 log10(255^2 / mean(MSE(A,F), MSE(B,F)))",
     "VIF": "VIF(A,F) + VIF(B,F), pixel-domain, 4 scales, sigma_n^2 = 2",

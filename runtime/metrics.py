@@ -16,6 +16,7 @@ SF         spatial frequency sqrt(RF^2 + CF^2)                          -
 AG         average gradient mean(sqrt((gx^2 + gy^2) / 2))               -
 SCD        sum of correlations of differences                           sum (by def.)
 SSIM       Wang et al. 2004, 7x7 uniform window, scikit-image style     mean (default)
+SSIM_A/_B  SSIM(A, F) and SSIM(B, F) alone: which source F departs from  -
 MI         mutual information MI(A,F) + MI(B,F), 256-bin, bits          sum (default)
 PSNR       10 log10(255^2 / mean(MSE(A,F), MSE(B,F)))                   mean of MSEs
 VIF        Sheikh-Bovik pixel-domain VIF, 4 scales, VIF(A,F)+VIF(B,F)   sum (default)
@@ -275,6 +276,15 @@ def ssim(
     return _combine(sa, sb, combine)
 
 
+def ssim_to_source(src: np.ndarray, f: np.ndarray, data_range: float = 2.0, win_size: int = 7) -> float:
+    """SSIM(src, F) alone, with :func:`ssim`'s defaults: the half of the fusion SSIM that one source gives.
+
+    Reported as SSIM_A and SSIM_B, it shows which source a fused image departs from when the mean is low.
+    """
+    src, f = _grey_set(source=src, F=f)
+    return ssim_map_mean(src, f, data_range, win_size, False)
+
+
 # ----------------------------------------------------------------------------- VIF
 def _gauss_window(n: int, sigma: float) -> np.ndarray:
     r = (n - 1) / 2.0
@@ -492,6 +502,8 @@ METRICS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray, np.ndarray], flo
     "AG": ("AG", lambda a, b, f: average_gradient(f)),
     "SCD": ("SCD", scd),
     "SSIM": ("SSIM", ssim),
+    "SSIMA": ("SSIM_A", lambda a, b, f: ssim_to_source(a, f)),
+    "SSIMB": ("SSIM_B", lambda a, b, f: ssim_to_source(b, f)),
     "MI": ("MI", mutual_information),
     "PSNR": ("PSNR", psnr),
     "VIF": ("VIF", vif),

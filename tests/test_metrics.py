@@ -174,6 +174,16 @@ def test_fusion_ssim_mean_and_sum_conventions(abf):
     assert M.ssim(a, b, f, data_range=255) == pytest.approx((sa255 + sb255) / 2, abs=1e-10)
 
 
+def test_per_source_ssim_names_the_source_f_departs_from(abf):
+    """SSIM_A / SSIM_B are the two halves of SSIM, each against its own source (not swapped, not averaged)."""
+    a, b, _ = abf
+    f = np.round(0.9 * a + 0.1 * b)  # F follows A
+    scores = M.compute_metrics(a, b, f, ["SSIM", "SSIMA", "SSIMB"])
+    assert scores["SSIMA"] > scores["SSIMB"] + 0.2
+    assert scores["SSIM"] == pytest.approx((scores["SSIMA"] + scores["SSIMB"]) / 2, abs=1e-12)
+    assert M.canonical_metric("ssim_b") == "SSIMB"
+
+
 def test_mutual_information_matches_scikit_image(abf):
     skm = pytest.importorskip("skimage.metrics")
     a, _, f = abf
