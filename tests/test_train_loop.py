@@ -273,15 +273,18 @@ def test_the_cpu_presets_step_ivifs_p_with_adam_at_1e_4_and_only_ivifs():
     assert (quick.p_optimizer, quick.p_lr) == ("adam", pytest.approx(1e-4))
     assert preset_config("paper", task="ivif", data="x").p_optimizer == "maxnorm"
     assert preset_config("long", task="ivif", data="x", p_optimizer="maxnorm").p_optimizer == "maxnorm"
-    assert ivif.lr == quick.lr and ivif.epochs == PRESETS["long"]["epochs"]
+    assert ivif.lr == quick.lr and ivif.fusion_steps == PRESETS["long"]["fusion_steps"]
 
 
 def test_only_ivifs_long_preset_warm_starts_p():
     """Measured for IVIF's long preset only (ivif_presets/README.md); paper and the other presets start P at random."""
-    assert preset_config("long", task="ivif", data="x").p_prior_steps == 150
+    long_ivif = preset_config("long", task="ivif", data="x")
+    assert (long_ivif.p_prior_steps, long_ivif.inner_lr, long_ivif.epochs) == (150, 0.1, 9)
+    assert preset_config("long", task="ivif", data="x", inner_lr=0.01).inner_lr == 0.01
     assert preset_config("long", task="ivif", data="x", p_prior_steps=0).p_prior_steps == 0
     for task in ("mif", "mfif", "meif"):
-        assert preset_config("long", task=task, data="x").p_prior_steps == 0
+        other = preset_config("long", task=task, data="x")
+        assert (other.p_prior_steps, other.inner_lr, other.epochs) == (0, None, 6)
     for task in ("ivif", "mif"):
         assert preset_config("quick", task=task, data="x").p_prior_steps == 0
         assert preset_config("paper", task=task, data="x").p_prior_steps == 0

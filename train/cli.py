@@ -65,10 +65,11 @@ def _opt(*names: str, **kw: Any):
                    "with --resume the newest one]. Checked for writability before anything starts.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
               help="paper: the paper's schedule (a GPU). quick: 4 epochs, F at lr 1e-3, 51 min for IVIF on one "
-                   "core of the 2-core CPU (measured). long: 6 epochs, 65-78 min (the bundled IVIF model is its best "
-                   "epoch, 6, at 69 min). For ivif both step P with Adam at 1e-4 (quick then beats averaging on all "
-                   "7 metrics on MSRS, with the max-normalised step on 6), and long warm-starts P (--p-prior-steps "
-                   "150). quick/long hold 4 training pairs "
+                   "core of the 2-core CPU (measured). long: 6 epochs, 65-78 min; for ivif 9 epochs, 113 min (the "
+                   "bundled IVIF model is its best epoch, 9). For ivif both step P with Adam at 1e-4 (quick then "
+                   "beats averaging on all 7 metrics on MSRS, with the max-normalised step on 6), and long "
+                   "warm-starts P (--p-prior-steps 150) and looks ahead with --inner-lr 0.1. quick/long hold 4 "
+                   "training pairs "
                    "out for validation and pick best.pt on their Q_AB/F; scores in the README. For mif, quick "
                    "steps P at 1e-2 (at 1e-3 it hardly moves; 48 min, the bundled MIF model is its epoch 2).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt (exact, mid-epoch too) with "
@@ -91,7 +92,7 @@ def _opt(*names: str, **kw: Any):
 @_opt("--inner-lr", type=float, help="Look-ahead step of the inner update [default: the current lr]. For IVIF, "
      "from 3e-2 up the meta-gradient lowers the infrared weight instead of raising it (rfbench direction); "
      "with 0.1 the long preset scored lower on validation from P's random start, and higher from the warm start "
-     "(--p-prior-steps; not yet scored on test sets: benchmarks/results/quality/ivif_presets/).")
+     "(--p-prior-steps), so IVIF's long preset uses 0.1 (benchmarks/results/quality/ivif_presets/).")
 @_opt("--p-prior-steps", type=int, help="Warm start: Adam steps fitting P to the max-intensity/max-gradient "
      "rule (the brighter source weighs the intensity term, the sharper one the gradient term; train/prior.py) "
      "before meta-learning moves it [0: P starts from random weights, the paper]. 1.1-1.4 s a step at crop 96 "
