@@ -63,6 +63,7 @@ class QualityConfig:
     save_images_to: Path | None = None  # folder for fused images (one subfolder per method)
     paper_dataset: str | None = None  # add the paper's row for this dataset (MSRS, RoadScene, Lytro, MEFB)
     device: str = "cpu"  # torch device for .pt/.pth models
+    normalisation: str = "minmax"  # models' output mapping: per-image min-max (the authors') or "none" (raw sigmoid)
 
     def metric_names(self) -> tuple[str, ...]:
         return self.metrics or M.DEFAULT_METRICS[self.task]
@@ -144,14 +145,28 @@ def source_grey(bgr: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- methods
+#: Output mappings of a model's raw sigmoid output that ``rfbench quality`` can apply (as train/fuse.py).
+NORMALISATIONS = ("minmax", "none")
+
+
 def minmax(raw: np.ndarray) -> np.ndarray:
     """Per-image min-max normalisation of a raw output (H, W) to [0, 1] (as train/fuse.py)."""
     lo, hi = float(raw.min()), float(raw.max())
     return (raw - lo) / max(hi - lo, 1e-12)
 
 
-def onnx_method(path: Path, label: str) -> Method:
-    """A Method running an ONNX core graph with onnxruntime on the CPU."""
+def _check_normalisation(normalisation: str) -> None:
+    if normalisation not in NORMALISATIONS:
+        raise DataError(f"unknown normalisation {normalisation!r}; choose from {', '.join(NORMALISATIONS)}")
+
+
+def onnx_method(path: Path, label: str, normalisation: str = "minmax") -> Method:
+    """A Method running an ONNX core graph with onnxruntime on the CPU.
+
+    ``normalisation``: "minmax" stretches each output to [0, 1] (the authors' stills), "none" keeps the
+    sigmoid output as it is (what ``rfrun --normalisation none`` shows).
+    """
+    _check_normalisation(normalisation)
     ort = require("onnxruntime", "running ONNX models in rfbench quality")
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -172,14 +187,16 @@ def onnx_method(path: Path, label: str) -> Method:
             raw = sess.run([out_name], feeds)[0]
         except Exception as exc:
             raise CheckpointError(f"ONNX model {path} failed on a {ya.shape[1]}x{ya.shape[0]} image: {exc}") from exc
-        y = minmax(np.asarray(raw, np.float32).reshape(ya.shape))
+        y = np.asarray(raw, np.float32).reshape(ya.shape)
+        y = minmax(y) if normalisation == "minmax" else y
         return to_uint8(y * 255.0), compose_colour(y, bgr_a, bgr_b)
 
     return Method(label, "onnx", str(path), fuse)
 
 
-def torch_method(path: Path, label: str, task: str, device: str) -> Method:
-    """A Method running a refusion .pt or an authors' .pth with torch (imported here only)."""
+def torch_method(path: Path, label: str, task: str, device: str, normalisation: str = "minmax") -> Method:
+    """A Method running a refusion .pt or an authors' .pth with torch (imported here only); see onnx_method."""
+    _check_normalisation(normalisation)
     require("torch", "running .pt/.pth models in rfbench quality")
     from refusion.train.checkpoint import load_fusion_model
     from refusion.train.fuse import fuse_pair
@@ -190,7 +207,7 @@ def torch_method(path: Path, label: str, task: str, device: str) -> Method:
     net = loaded.net
 
     def fuse(bgr_a: np.ndarray, bgr_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = fuse_pair(net, bgr_a, bgr_b, device=device)
+        out = fuse_pair(net, bgr_a, bgr_b, normalisation=normalisation, device=device)
         return out.grey, out.bgr
 
     return Method(label, loaded.kind, str(path), fuse)
@@ -204,7 +221,8 @@ def baseline_method(name: str) -> Method:
     return Method(base.name, "baseline", base.description, base.fuse_both)
 
 
-def model_method(path: str | Path, task: str, device: str = "cpu", label: str | None = None) -> Method:
+def model_method(path: str | Path, task: str, device: str = "cpu", label: str | None = None,
+                 normalisation: str = "minmax") -> Method:
     """Build the Method for a model file by its suffix; CheckpointError for anything else."""
     p = Path(path)
     if not p.is_file():
@@ -212,9 +230,9 @@ def model_method(path: str | Path, task: str, device: str = "cpu", label: str | 
     suffix = p.suffix.lower()
     label = label or p.stem
     if suffix == ".onnx":
-        return onnx_method(p, label)
+        return onnx_method(p, label, normalisation)
     if suffix in (".pt", ".pth"):
-        return torch_method(p, label, task, device)
+        return torch_method(p, label, task, device, normalisation)
     raise CheckpointError(f"unknown model type {p.name}: expected {', '.join(MODEL_SUFFIXES)}")
 
 
@@ -233,7 +251,8 @@ def build_methods(config: QualityConfig) -> list[Method]:
     if not config.models and not config.baselines:
         raise DataError("nothing to evaluate: give at least one --model or --baseline")
     labels = _unique_labels([Path(m).stem for m in config.models] + [b.lower() for b in config.baselines])
-    methods = [model_method(m, config.task, config.device, lab) for m, lab in zip(config.models, labels)]
+    methods = [model_method(m, config.task, config.device, lab, config.normalisation)
+               for m, lab in zip(config.models, labels)]
     for name, lab in zip(config.baselines, labels[len(config.models) :]):
         meth = baseline_method(name)
         meth.label = lab
@@ -316,6 +335,7 @@ def _report(config: QualityConfig, pairs: list[Pair], methods: list[Method], res
         "torch_device": config.device if any(m.kind in ("refusion", "official") for m in methods) else None,
         "metrics": list(names),
         "metric_labels": {n: M.METRICS[n][0] for n in names},
+        "normalisation": config.normalisation,
         "conventions": CONVENTIONS,
         "rows": [r.row() for r in results],
         "environment": environment(),

@@ -12,7 +12,7 @@ from refusion.runtime.progress import TqdmProgress
 from .baselines import BASELINES
 from refusion.runtime.metrics import METRICS, canonical_metric
 from .paper_numbers import PAPER_NUMBERS, canonical_dataset, guess_dataset
-from .quality import TASKS, QualityConfig, evaluate
+from .quality import NORMALISATIONS, TASKS, QualityConfig, evaluate
 from .quality_report import check_outputs, report_to_markdown, write_report
 
 
@@ -77,6 +77,14 @@ def _parse_metrics(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Add ReFusion's published numbers for this dataset as a row ('auto': guess from --data).",
 )
 @click.option("--device", default="cpu", show_default=True, help="torch device for .pt/.pth models.")
+@click.option(
+    "--normalisation",
+    type=click.Choice(NORMALISATIONS),
+    default="minmax",
+    show_default=True,
+    help="How models' sigmoid output becomes the image: per-image min-max stretch (the authors' stills) or none "
+    "(as rfrun --normalisation none). Baselines are never stretched.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing result files in OUT.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v, -vv).")
@@ -92,6 +100,7 @@ def quality(
     save_images: bool,
     paper: str | None,
     device: str,
+    normalisation: str,
     overwrite: bool,
     no_progress: bool,
     verbose: int,
@@ -114,6 +123,7 @@ def quality(
         save_images_to=out / "images" if save_images else None,
         paper_dataset=paper_dataset,
         device=device,
+        normalisation=normalisation,
     )
     check_outputs(out, task, config.save_images_to, overwrite)
 

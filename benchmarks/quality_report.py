@@ -28,7 +28,9 @@ def report_to_markdown(report: dict) -> str:
         f"# Fusion quality: {report['task']} on {report['data']}",
         "",
         f"{report['pairs']} pairs; mean ± std over pairs; metrics on grey 0-255 images "
-        "(conventions in the JSON file).",
+        "(conventions in the JSON file)."
+        + (" Models' outputs are not min-max stretched (--normalisation none)."
+           if report.get("normalisation") == "none" else ""),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from refusion.benchmarks import quality as Q
 from refusion.benchmarks.paper_numbers import PAPER_NUMBERS, add_paper_row, guess_dataset, paper_row
 from refusion.benchmarks.quality_cli import quality
+from refusion.benchmarks.quality_report import report_to_markdown
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
 from refusion.runtime.progress import Progress
 
@@ -186,6 +187,28 @@ def test_onnx_core_graph_is_min_max_normalised(tmp_path):
     expected = (raw - raw.min()) / (raw.max() - raw.min()) * 255
     assert np.abs(grey.astype(float) - expected).max() <= 0.51
     assert grey.min() == 0 and grey.max() == 255 and bgr.shape == a.shape
+
+
+def test_normalisation_none_keeps_the_raw_sigmoid_output(tmp_path):
+    root = _write_split(tmp_path / "split", n=1)
+    model = _tiny_core_onnx(tmp_path / "tiny.onnx")
+    from refusion.runtime.imageio import read_image
+    from refusion.benchmarks.baselines import ycrcb01
+
+    a, b = read_image(root / "ir" / "000.png"), read_image(root / "vis" / "000.png")
+    grey, _ = Q.model_method(model, "ivif", normalisation="none").fuse(a, b)
+    ya, yb = ycrcb01(a)[..., 0], ycrcb01(b)[..., 0]
+    raw = 1 / (1 + np.exp(-(0.5 * (ya + yb) - 0.25)))
+    assert np.abs(grey.astype(float) - raw * 255).max() <= 0.51
+    assert grey.min() > 0  # not stretched: sigmoid(-0.25) = 0.44 is the floor
+    report = Q.evaluate(Q.QualityConfig(task="ivif", data=root, models=(model,), baselines=("average",),
+                                        metrics=("SD",), normalisation="none"))
+    stretched = Q.evaluate(Q.QualityConfig(task="ivif", data=root, models=(model,), metrics=("SD",)))
+    assert report["normalisation"] == "none" and stretched["normalisation"] == "minmax"
+    assert report["rows"][0]["mean"]["SD"] < stretched["rows"][0]["mean"]["SD"]
+    assert "--normalisation none" in report_to_markdown(report)
+    with pytest.raises(DataError, match="unknown normalisation"):
+        Q.model_method(model, "ivif", normalisation="ema")
 
 
 def test_onnx_with_wrong_inputs_is_refused(tmp_path):
