@@ -164,7 +164,7 @@ def onnx_method(path: Path, label: str, normalisation: str = "minmax") -> Method
     """A Method running an ONNX core graph with onnxruntime on the CPU.
 
     ``normalisation``: "minmax" stretches each output to [0, 1] (the authors' stills), "none" keeps the
-    sigmoid output as it is (what ``rfrun --normalisation none`` shows).
+    sigmoid output as it is (what ``rfrun --norm none`` shows).
     """
     _check_normalisation(normalisation)
     ort = require("onnxruntime", "running ONNX models in rfbench quality")

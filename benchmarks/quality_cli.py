@@ -78,12 +78,13 @@ def _parse_metrics(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--device", default="cpu", show_default=True, help="torch device for .pt/.pth models.")
 @click.option(
-    "--normalisation",
+    "--norm",
+    "normalisation",
     type=click.Choice(NORMALISATIONS),
     default="minmax",
     show_default=True,
     help="How models' sigmoid output becomes the image: per-image min-max stretch (the authors' stills) or none "
-    "(as rfrun --normalisation none). Baselines are never stretched.",
+    "(as rfrun --norm none). Baselines are never stretched.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing result files in OUT.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")

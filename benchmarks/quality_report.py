@@ -29,7 +29,7 @@ def report_to_markdown(report: dict) -> str:
         "",
         f"{report['pairs']} pairs; mean ± std over pairs; metrics on grey 0-255 images "
         "(conventions in the JSON file)."
-        + (" Models' outputs are not min-max stretched (--normalisation none)."
+        + (" Models' outputs are not min-max stretched (--norm none)."
            if report.get("normalisation") == "none" else ""),
         "",
         "| " + " | ".join(head) + " |",

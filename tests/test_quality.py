@@ -206,9 +206,14 @@ def test_normalisation_none_keeps_the_raw_sigmoid_output(tmp_path):
     stretched = Q.evaluate(Q.QualityConfig(task="ivif", data=root, models=(model,), metrics=("SD",)))
     assert report["normalisation"] == "none" and stretched["normalisation"] == "minmax"
     assert report["rows"][0]["mean"]["SD"] < stretched["rows"][0]["mean"]["SD"]
-    assert "--normalisation none" in report_to_markdown(report)
+    assert "--norm none" in report_to_markdown(report)
     with pytest.raises(DataError, match="unknown normalisation"):
         Q.model_method(model, "ivif", normalisation="ema")
+    res = CliRunner().invoke(quality, ["--task", "ivif", "--data", str(root), "--model", str(model), "--metrics", "SD",
+                                       "--norm", "none", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "out" / "quality_ivif.json").read_text())
+    assert saved["normalisation"] == "none" and saved["rows"][0]["mean"]["SD"] == report["rows"][0]["mean"]["SD"]
 
 
 def test_onnx_with_wrong_inputs_is_refused(tmp_path):
