@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from refusion.runtime.clitools import LazyGroup
+from refusion.runtime.clitools import HELP_SETTINGS, LazyGroup
 
 # Each subcommand lives in its own module, imported only when it is run.
 SUBCOMMANDS = {
@@ -17,6 +17,6 @@ SUBCOMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=SUBCOMMANDS, context_settings=dict(HELP_SETTINGS))
 def main() -> None:
     """Measure fusion quality, inference latency and training speed."""

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, setup_logging
 
 from .baselines import BASELINES
 from .quality import TASKS, QualityConfig
 from .results_io import DEFAULT_RESULTS_DIR, check_results_dir, free_stem, write_results
 
 
-@click.command("curve")
+@click.command("curve", context_settings=dict(HELP_SETTINGS))
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--task", required=True, type=click.Choice(TASKS, case_sensitive=False), help="Fusion task.")
 @click.option("--data", required=True, type=click.Path(path_type=Path, file_okay=False),

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import friendly_errors, parse_size
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, parse_size
 from refusion.runtime.progress import CallbackProgress
 
 
-@click.command("profile")
+@click.command("profile", context_settings=dict(HELP_SETTINGS))
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Our checkpoint (*.pt) or an authors' ReFusion .pth.")
 @click.option("--task", default=None, help="Task of an authors' .pth (e.g. ivif).")

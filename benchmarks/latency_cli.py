@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import friendly_errors, parse_size
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, parse_size
 from refusion.runtime.progress import CallbackProgress
 from refusion.runtime.size import Size
 
@@ -21,7 +21,7 @@ def _size(text: str) -> Size:
     return parse_size(text, min_side=16)
 
 
-@click.command("latency")
+@click.command("latency", context_settings=dict(HELP_SETTINGS))
 @click.option("--model", "model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Our checkpoint (*.pt) or an authors' ReFusion .pth.")
 @click.option("--task", default=None, help="Task of an authors' .pth (e.g. ivif).")

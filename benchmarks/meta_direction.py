@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
 
 from refusion.train.config import PRESETS, TASKS
@@ -145,7 +145,7 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command("direction")
+@click.command("direction", context_settings=dict(HELP_SETTINGS))
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--init", "fresh", is_flag=True, help="Freshly initialised networks (the --preset's) instead of "
               "a checkpoint.")

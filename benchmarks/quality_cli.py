@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
 from refusion.runtime.progress import TqdmProgress
 
@@ -30,7 +30,7 @@ def _parse_metrics(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(names)
 
 
-@click.command("quality")
+@click.command("quality", context_settings=dict(HELP_SETTINGS))
 @click.option("--task", required=True, type=click.Choice(TASKS, case_sensitive=False), help="Fusion task.")
 @click.option(
     "--data",

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import click
 
-from refusion.runtime.clitools import friendly_errors
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors
 
 from .results_io import DEFAULT_RESULTS_DIR, check_results_dir
 
 
-@click.command("train")
+@click.command("train", context_settings=dict(HELP_SETTINGS))
 @click.option("--batch", default=4, show_default=True, help="Images per batch (2 pairs + swapped).")
 @click.option("--size", default=128, show_default=True, help="Square crop side.")
 @click.option("--repeats", default=3, show_default=True, help="Timed repetitions (median reported).")

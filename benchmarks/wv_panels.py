@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, setup_logging
 from refusion.runtime.errors import DataError
 from refusion.runtime.tasks import TASK_SOURCES
 
@@ -51,7 +51,7 @@ def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side:
     return np.vstack(rows)
 
 
-@click.command("panels")
+@click.command("panels", context_settings=dict(HELP_SETTINGS))
 @click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--task", required=True, type=click.Choice(TASKS, case_sensitive=False), help="Fusion task.")
 @click.option("--data", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),

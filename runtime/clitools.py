@@ -20,6 +20,12 @@ from .errors import RefusionError
 from .size import Size
 
 
+#: click context settings of every refusion command: -h works as --help. Set on each rfbench subcommand too,
+#: because click caches a command's help option from the first context it runs in (called on its own, a
+#: subcommand would otherwise keep --help only).
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn RefusionError, OSError (a path that cannot be read or written) and Ctrl-C/SIGTERM into a
     one-line message and a non-zero exit (1; interrupted: 128 + the signal number, 130 for Ctrl-C)."""

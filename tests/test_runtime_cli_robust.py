@@ -114,6 +114,24 @@ def test_dash_h_everywhere() -> None:
     assert "30-70%," in runner.invoke(rftrain, ["-h"]).output
 
 
+def test_dash_h_on_rfbench_subcommands_called_on_their_own() -> None:
+    # click caches a command's help option from the first context it runs in: a subcommand first
+    # called on its own (as tests do) must still know -h when it later runs under rfbench.
+    import importlib
+
+    from refusion.benchmarks.cli import SUBCOMMANDS
+    from refusion.benchmarks.cli import main as rfbench
+
+    runner = CliRunner()
+    for name, target in SUBCOMMANDS.items():
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        res = runner.invoke(command, ["-h"])
+        assert res.exit_code == 0 and "Usage:" in res.output, (name, res.output)
+        res = runner.invoke(rfbench, [name, "-h"])
+        assert res.exit_code == 0 and "Usage:" in res.output, (name, res.output)
+
+
 def test_second_demo_does_not_fail_on_the_first_ones_video(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
