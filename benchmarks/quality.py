@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from refusion.runtime._deps import require
+from refusion.runtime.colour import STILL_NORMALISATIONS, normalise_output
 from refusion.runtime.errors import CheckpointError, DataError, SizeError
 from refusion.runtime.imageio import pair_folders, read_image, write_image
 from refusion.runtime.progress import Progress
@@ -145,28 +146,12 @@ def source_grey(bgr: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- methods
-#: Output mappings of a model's raw sigmoid output that ``rfbench quality`` can apply (as train/fuse.py).
-NORMALISATIONS = ("minmax", "none")
-
-
-def minmax(raw: np.ndarray) -> np.ndarray:
-    """Per-image min-max normalisation of a raw output (H, W) to [0, 1] (as train/fuse.py)."""
-    lo, hi = float(raw.min()), float(raw.max())
-    return (raw - lo) / max(hi - lo, 1e-12)
-
-
-def _check_normalisation(normalisation: str) -> None:
-    if normalisation not in NORMALISATIONS:
-        raise DataError(f"unknown normalisation {normalisation!r}; choose from {', '.join(NORMALISATIONS)}")
-
-
 def onnx_method(path: Path, label: str, normalisation: str = "minmax") -> Method:
     """A Method running an ONNX core graph with onnxruntime on the CPU.
 
     ``normalisation``: "minmax" stretches each output to [0, 1] (the authors' stills), "none" keeps the
     sigmoid output as it is (what ``rfrun --norm none`` shows).
     """
-    _check_normalisation(normalisation)
     ort = require("onnxruntime", "running ONNX models in rfbench quality")
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -187,8 +172,7 @@ def onnx_method(path: Path, label: str, normalisation: str = "minmax") -> Method
             raw = sess.run([out_name], feeds)[0]
         except Exception as exc:
             raise CheckpointError(f"ONNX model {path} failed on a {ya.shape[1]}x{ya.shape[0]} image: {exc}") from exc
-        y = np.asarray(raw, np.float32).reshape(ya.shape)
-        y = minmax(y) if normalisation == "minmax" else y
+        y = normalise_output(np.asarray(raw, np.float32).reshape(ya.shape), normalisation)
         return to_uint8(y * 255.0), compose_colour(y, bgr_a, bgr_b)
 
     return Method(label, "onnx", str(path), fuse)
@@ -196,7 +180,6 @@ def onnx_method(path: Path, label: str, normalisation: str = "minmax") -> Method
 
 def torch_method(path: Path, label: str, task: str, device: str, normalisation: str = "minmax") -> Method:
     """A Method running a refusion .pt or an authors' .pth with torch (imported here only); see onnx_method."""
-    _check_normalisation(normalisation)
     require("torch", "running .pt/.pth models in rfbench quality")
     from refusion.train.checkpoint import load_fusion_model
     from refusion.train.fuse import fuse_pair
@@ -224,6 +207,8 @@ def baseline_method(name: str) -> Method:
 def model_method(path: str | Path, task: str, device: str = "cpu", label: str | None = None,
                  normalisation: str = "minmax") -> Method:
     """Build the Method for a model file by its suffix; CheckpointError for anything else."""
+    if normalisation not in STILL_NORMALISATIONS:
+        raise DataError(f"unknown normalisation {normalisation!r}; choose from {', '.join(STILL_NORMALISATIONS)}")
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"model file not found: {p}")

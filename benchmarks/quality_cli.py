@@ -12,7 +12,7 @@ from refusion.runtime.progress import TqdmProgress
 from .baselines import BASELINES
 from refusion.runtime.metrics import METRICS, canonical_metric
 from .paper_numbers import PAPER_NUMBERS, canonical_dataset, guess_dataset
-from .quality import NORMALISATIONS, TASKS, QualityConfig, evaluate
+from .quality import STILL_NORMALISATIONS, TASKS, QualityConfig, evaluate
 from .quality_report import check_outputs, report_to_markdown, write_report
 
 
@@ -80,7 +80,7 @@ def _parse_metrics(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--norm",
     "normalisation",
-    type=click.Choice(NORMALISATIONS),
+    type=click.Choice(STILL_NORMALISATIONS),
     default="minmax",
     show_default=True,
     help="How models' sigmoid output becomes the image: per-image min-max stretch (the authors' stills) or none "

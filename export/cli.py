@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from refusion.runtime.clitools import SizeType, friendly_errors, setup_logging
+from refusion.runtime.clitools import HELP_SETTINGS, SizeType, friendly_errors, setup_logging
 from refusion.runtime.progress import CallbackProgress
 
 TASK_CHOICES = ("ivif", "mif", "mfif", "meif")  # = refusion.train.checkpoint.TASKS (not imported: torch)
@@ -99,7 +99,7 @@ def _engine_config(onnx: Path, out: Path | None, kw: dict):
     )
 
 
-@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=DefaultCommandGroup, context_settings={**HELP_SETTINGS, "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """Export a ReFusion model to ONNX (FP32/FP16), TensorRT and Triton.

@@ -16,7 +16,7 @@ import click
 
 from .align import MAX_PIXELS
 from .backends import BACKENDS
-from .clitools import STOP_SIGNALS, SizeType, friendly_errors, say, setup_logging
+from .clitools import HELP_SETTINGS, STOP_SIGNALS, SizeType, friendly_errors, say, setup_logging
 from .pipeline import NORMALISATIONS, PAIRINGS, RunConfig, run
 from .progress import TqdmProgress
 from .tasks import TASKS
@@ -81,7 +81,7 @@ _SOURCE_HELP_A = "source a: camN, video file, image folder or glob, rtsp:// or h
     cls=RfrunGroup,
     invoke_without_command=True,
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={**HELP_SETTINGS, "max_content_width": 100},
 )
 @click.option("--a", "--ir", "--near", "--under", "--func", "a", metavar="SOURCE",
               help=f"{_SOURCE_HELP_A}. Task aliases: --ir (IVIF), --near (MFIF), --under (MEIF), "

@@ -21,6 +21,9 @@ TAU_FLOAT = 0.5
 #: Added to the denominator of Eq. 15 so that two grey sources give grey, not 0/0.
 CHROMA_EPS = 1e-6
 
+#: How a still image's fused Y (F's sigmoid output) is mapped to [0, 1]: per-image min-max (the authors') or as is.
+STILL_NORMALISATIONS = ("minmax", "none")
+
 
 def bgr_to_ycrcb(img: np.ndarray) -> np.ndarray:
     """BGR (H, W, 3) -> YCrCb (H, W, 3), same dtype, equal to ``cv2.cvtColor``.
@@ -57,6 +60,16 @@ def ycrcb_to_bgr(img: np.ndarray) -> np.ndarray:
     g = y + G_CR * cr + G_CB * cb
     r = y + R_CR * cr
     return np.stack([b, g, r], axis=-1).astype(img.dtype, copy=False)
+
+
+def normalise_output(raw: np.ndarray, mode: str = "minmax") -> np.ndarray:
+    """F's sigmoid output -> [0, 1]: per-image min-max (the authors') or unchanged."""
+    if mode == "none":
+        return raw
+    if mode != "minmax":
+        raise ValueError(f"unknown normalisation {mode!r}; choose from {STILL_NORMALISATIONS}")
+    lo, hi = float(raw.min()), float(raw.max())
+    return (raw - lo) / max(hi - lo, 1e-12)
 
 
 def fuse_chroma(c_a: np.ndarray, c_b: np.ndarray, tau: float) -> np.ndarray:

@@ -203,24 +203,12 @@ def psnr(a: np.ndarray, b: np.ndarray, f: np.ndarray, peak: float = 255.0) -> fl
 
 
 # ----------------------------------------------------------------------------- SSIM
-def ssim_map_mean(
-    x: np.ndarray,
-    y: np.ndarray,
-    data_range: float = 2.0,
-    win_size: int = 7,
-    gaussian: bool = False,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> float:
-    """Mean SSIM (Wang et al. 2004) of two grey images, as scikit-image computes it.
+def ssim_local_moments(
+    x: np.ndarray, y: np.ndarray, win_size: int = 7, gaussian: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Local means, variances and covariance of two grey images, as SSIM uses them: (ux, uy, vx, vy, vxy, pad).
 
-    ``gaussian=False``: ``win_size`` x ``win_size`` uniform window and sample
-    covariances (N/(N-1)); ``gaussian=True``: Gaussian window sigma 1.5 (truncate
-    3.5, 11 x 11) and population covariances (``gaussian_weights=True`` in
-    scikit-image). C1 = (k1 * data_range)^2, C2 = (k2 * data_range)^2. The map is
-    averaged after cropping (window - 1) // 2 pixels at each border.
-    ``data_range=2`` reproduces the old scikit-image default for float input
-    (images given in 0-255 all the same), which is what the paper's IVIF values use.
+    See :func:`ssim_map_mean` for the windows; ``pad`` is the border to crop from each map.
     """
     ndi = require("scipy.ndimage", "the SSIM metric")
     x, y = _grey_set(X=x, Y=y)
@@ -249,9 +237,31 @@ def ssim_map_mean(
     vx = cov_norm * (uxx - ux * ux)
     vy = cov_norm * (uyy - uy * uy)
     vxy = cov_norm * (uxy - ux * uy)
+    return ux, uy, vx, vy, vxy, (win - 1) // 2
+
+
+def ssim_map_mean(
+    x: np.ndarray,
+    y: np.ndarray,
+    data_range: float = 2.0,
+    win_size: int = 7,
+    gaussian: bool = False,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> float:
+    """Mean SSIM (Wang et al. 2004) of two grey images, as scikit-image computes it.
+
+    ``gaussian=False``: ``win_size`` x ``win_size`` uniform window and sample
+    covariances (N/(N-1)); ``gaussian=True``: Gaussian window sigma 1.5 (truncate
+    3.5, 11 x 11) and population covariances (``gaussian_weights=True`` in
+    scikit-image). C1 = (k1 * data_range)^2, C2 = (k2 * data_range)^2. The map is
+    averaged after cropping (window - 1) // 2 pixels at each border.
+    ``data_range=2`` reproduces the old scikit-image default for float input
+    (images given in 0-255 all the same), which is what the paper's IVIF values use.
+    """
+    ux, uy, vx, vy, vxy, pad = ssim_local_moments(x, y, win_size, gaussian)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    pad = (win - 1) // 2
     return float(s[pad:-pad, pad:-pad].mean())
 
 

@@ -425,7 +425,8 @@ def test_validation_pairs_can_be_held_out_of_the_training_set(tmp_path):
 
 def test_validation_metrics_equal_rfbench_quality_on_the_same_fused_image():
     """The training log scores a validation pair exactly as rfbench quality scores its output."""
-    from refusion.benchmarks.quality import minmax, source_grey
+    from refusion.benchmarks.quality import source_grey
+    from refusion.runtime.colour import normalise_output as minmax
     from refusion.runtime.metrics import compute_metrics
     from refusion.train.fuse import to_uint8
     from refusion.train.validation import validation_metrics

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import click
 
-from refusion.runtime.clitools import friendly_errors, setup_logging
+from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, setup_logging
 from refusion.runtime.progress import TqdmProgress
 
 from .config import PRESETS, RUNS_DIR, TASK_ROLES, TASKS, VAL_METRICS
@@ -45,7 +45,7 @@ def _opt(*names: str, **kw: Any):
     return click.option(*names, default=None, show_default=False, **kw)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings={**HELP_SETTINGS, "max_content_width": 100})
 @click.argument("task", type=click.Choice(TASKS))
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset root with <split>/<role>/<name> "
               "(roles: " + "; ".join(f"{t} {a},{b}" for t, (a, b) in TASK_ROLES.items()) + ").")

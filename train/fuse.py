@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 from refusion.runtime import colour
+from refusion.runtime.colour import STILL_NORMALISATIONS as NORMALISATIONS, normalise_output  # noqa: F401
 
 from .networks import FusionNet
-
-NORMALISATIONS = ("minmax", "none")
 
 
 @dataclass
@@ -31,16 +30,6 @@ class FusedImage:
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """Float in [0, 255] -> uint8, clipped and rounded half up (as the reference PNGs)."""
     return np.floor(np.clip(x, 0.0, 255.0) + 0.5).astype(np.uint8)
-
-
-def normalise_output(raw: np.ndarray, mode: str = "minmax") -> np.ndarray:
-    """F's sigmoid output -> [0, 1]: per-image min-max (the authors') or unchanged."""
-    if mode == "none":
-        return raw
-    if mode != "minmax":
-        raise ValueError(f"unknown normalisation {mode!r}; choose from {NORMALISATIONS}")
-    lo, hi = float(raw.min()), float(raw.max())
-    return (raw - lo) / max(hi - lo, 1e-12)
 
 
 @torch.no_grad()
