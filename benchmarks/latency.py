@@ -208,6 +208,7 @@ def run_latency(config: LatencyConfig, progress: Progress | None = None) -> dict
         work = Path(config.work_dir) if config.work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         models = Models(config, work, say)
+        models.load()  # a wrong model file is one error before any row, not a table of skipped rows
         rows, skipped = _measure_rows(config, models, pair, say)
         report_dict["baselines"] = _fill_ratios(rows)
         report_dict["rows"] = [asdict(r) for r in rows]

@@ -61,6 +61,10 @@ class Models:
             self._loaded = load_fusion_model(self.config.model, self.config.task)
         return self._loaded
 
+    def load(self) -> Any:
+        """The loaded network; a file that is no fusion model raises its one clear error here."""
+        return self.loaded
+
     def onnx(self, graph: str, precision: str = "fp32", optimized: bool = False) -> Path:
         """Path of the ONNX file (exported with ``refusion.export``), optionally with the export-time rewrites."""
         key = f"{graph}.{precision}" + (".opt" if optimized else "")

@@ -56,6 +56,16 @@ def test_text_file_and_missing(tmp_path):
         load_fusion_model(tmp_path / "nope.pt")
 
 
+def test_non_checkpoint_files_are_named_for_what_they_are(tmp_path):
+    """Bytes that are neither torch's zip nor a pickle are not blamed on 'arbitrary Python objects'."""
+    (tmp_path / "junk.pt").write_bytes(b"notamodel")
+    with pytest.raises(CheckpointError, match="neither a zip archive nor a pickle"):
+        load_fusion_model(tmp_path / "junk.pt")
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    with pytest.raises(CheckpointError, match="by its name an ONNX model; give the checkpoint"):
+        load_fusion_model(tmp_path / "model.onnx")
+
+
 def _author_like() -> dict:
     sd = {}
     for k, v in FusionNet().state_dict().items():

@@ -137,6 +137,18 @@ def test_cli_help_and_bad_input(checkpoint):
     assert "Traceback" not in res.output
 
 
+def test_a_file_that_is_no_model_is_one_error_and_writes_nothing(tmp_path):
+    """Not a table of skipped rows with exit status 0: the model loads before any row is timed."""
+    from click.testing import CliRunner
+
+    from refusion.benchmarks.cli import main
+
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    res = CliRunner().invoke(main, ["latency", "--model", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "res")])
+    assert res.exit_code == 1 and "not a PyTorch checkpoint" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "res").exists()
+
+
 def test_unknown_backend_is_a_clear_error(checkpoint):
     from refusion.runtime.errors import EngineError
 

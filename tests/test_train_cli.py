@@ -103,3 +103,12 @@ def test_help_shows_percent_once_and_memory_per_crop() -> None:
     text = CliRunner().invoke(rftrain, ["-h"]).output
     assert "covering 30-70%," in " ".join(text.split()) and "%%" not in text
     assert "3694 MiB" in text and "2261 MiB" in text
+
+
+@pytest.mark.parametrize("option", ["--crop", "--meta-crop"])
+def test_a_crop_too_large_for_memory_is_one_error(tmp_path, option):
+    """A crop of 100000 once ended in OpenCV's out-of-memory traceback while the data was upscaled to fit it."""
+    res = CliRunner().invoke(rftrain, ["ivif", "--a-dir", str(tmp_path), "--b-dir", str(tmp_path), "--out",
+                                    str(tmp_path / "run"), option, "100000"])
+    assert res.exit_code == 1 and f"{option[2:]} 100000 is larger than 1024" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "run").exists()

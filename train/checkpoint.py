@@ -127,6 +127,15 @@ def torch_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"model file not found: {p}")
     if p.stat().st_size == 0:
         raise CheckpointError(f"model file is empty: {p}")
+    with p.open("rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK); older checkpoints are a pickle (protocol 2+ starts with 0x80)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        kind = {".onnx": "an ONNX model", ".plan": "a TensorRT engine", ".engine": "a TensorRT engine"}.get(
+            p.suffix.lower())
+        what = (f"by its name {kind}; give the checkpoint it was exported from" if kind
+                else "the file is neither a zip archive nor a pickle")
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (.pt/.pth): {what}")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except zipfile.BadZipFile as exc:

@@ -80,6 +80,7 @@ def default_run_dir(task: str, resume: bool = False, root: str = RUNS_DIR) -> st
 
 #: Options whose "unset" (None) was written as 0 by older checkpoints.
 UNSET_WAS_ZERO = ("meta_crop", "p_lr", "inner_lr")
+MAX_CROP = 1024  # largest --crop/--meta-crop: memory grows with the crop's area
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,13 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.meta_crop is not None and self.meta_crop < 1:
             raise ConfigError(f"meta-crop must be at least 1, got {self.meta_crop}")
+        for name in ("crop", "meta_crop"):
+            size = getattr(self, name)
+            if size is not None and size > MAX_CROP:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} {size} is larger than {MAX_CROP}: a batch's memory grows with the crop's"
+                    " area (a meta step at crop 128, batch 4, peaks at 3694 MiB on the CPU, and a 1024 crop has 64 times"
+                    " that area). The paper trains on 128x128 crops")
         for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "max_steps", "p_prior_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
