@@ -292,7 +292,8 @@ class Trainer:
                 self.hooks.message(f"P warm start: step {i}/{c.p_prior_steps}, squared error {loss:.5f}")
 
         self.proposal.train()
-        losses = fit_proposal_to_prior(self.proposal, batches(), c.p_prior_steps, on_step=report)
+        losses = fit_proposal_to_prior(self.proposal, batches(), c.p_prior_steps, on_step=report,
+                                       temperature_v=c.p_prior_temperature_v)
         self.prior_done = True
         if self.dist.world > 1:
             broadcast_parameters(self.proposal)  # every rank fitted its own crops: keep rank 0's P
