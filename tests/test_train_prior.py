@@ -92,29 +92,39 @@ def test_negative_warm_start_steps_are_refused(tmp_path):
         tiny_config(make_dataset(tmp_path / "d"), p_prior_steps=-1)
 
 
-def test_the_gradient_rule_temperature_reaches_the_warm_start(tmp_path):
-    """--p-prior-temperature-v softens v only: at b's edge v_b = sigmoid(0.8 / T), and the trainer fits that target."""
+def test_the_rule_temperatures_reach_the_warm_start(tmp_path):
+    """--p-prior-temperature-w/-v soften w and v each: at b's edge v_b = sigmoid(0.8 / T_v), where a is brighter by
+    0.2 w_a = sigmoid(0.2 / T_w); the loss P is fitted on and the trainer's P follow them."""
     x = torch.zeros(1, 2, 12, 16)
     x[0, 1, :, 12:] = 0.2
+    x[0, 0, :, :4] = 0.2
     for t in (0.1, 0.4):
         w, v = selection_prior(x, temperature_v=t)
         assert v[0, 1, 6, 12].item() == pytest.approx(sigmoid(0.8 / t), abs=1e-6)
         assert torch.equal(w, selection_prior(x)[0])
-    # the loss P is fitted on uses the temperature given (a P that proposes the soft targets fits them exactly)
-    soft = selection_prior(x, temperature_v=0.4)
+        w, v = selection_prior(x, temperature_w=t)
+        assert w[0, 0, 6, 1].item() == pytest.approx(sigmoid(0.2 / t), abs=1e-6)
+        assert torch.equal(v, selection_prior(x)[1])
+    # the loss P is fitted on uses the temperatures given (a P that proposes the soft targets fits them exactly)
+    soft = selection_prior(x, 0.3, 0.4)
 
     class Fixed(torch.nn.Module):
         def forward(self, _):
             return soft
 
-    assert prior_loss(Fixed(), x, temperature_v=0.4).item() == pytest.approx(0.0, abs=1e-12)
-    assert prior_loss(Fixed(), x).item() > 1e-4
+    assert prior_loss(Fixed(), x, 0.3, 0.4).item() == pytest.approx(0.0, abs=1e-12)
+    assert prior_loss(Fixed(), x, temperature_v=0.4).item() > 1e-4  # w's temperature matters
+    assert prior_loss(Fixed(), x, temperature_w=0.3).item() > 1e-4  # and v's
     # a trainer run with a softer rule starts P elsewhere than one with the default rule (same seed, same crops)
     root = make_dataset(tmp_path / "d")
     runs = {t: train(tiny_config(root, epochs=1, meta_steps=0, fusion_steps=0, p_prior_steps=4,
-                                 p_prior_temperature_v=t), tmp_path / f"t{t}") for t in (0.1, 1.0)}
-    p_a, p_b = (load_checkpoint(r.last)["loss_proposal"] for r in runs.values())
-    assert any(not torch.equal(p_a[k], p_b[k]) for k in p_a)
-    assert load_checkpoint(runs[1.0].last)["train_config"]["p_prior_temperature_v"] == 1.0
-    with pytest.raises(ConfigError, match="p-prior-temperature-v"):
-        tiny_config(root, p_prior_temperature_v=0.0)
+                                 p_prior_temperature_w=t[0], p_prior_temperature_v=t[1]), tmp_path / f"t{t}")
+            for t in ((0.1, 0.1), (1.0, 0.1), (0.1, 1.0))}
+    p_ref, p_w, p_v = (load_checkpoint(r.last)["loss_proposal"] for r in runs.values())
+    assert any(not torch.equal(p_ref[k], p_w[k]) for k in p_ref)
+    assert any(not torch.equal(p_ref[k], p_v[k]) for k in p_ref)
+    stored = load_checkpoint(runs[(1.0, 0.1)].last)["train_config"]
+    assert (stored["p_prior_temperature_w"], stored["p_prior_temperature_v"]) == (1.0, 0.1)
+    for name in ("p_prior_temperature_w", "p_prior_temperature_v"):
+        with pytest.raises(ConfigError, match=name.replace("_", "-")):
+            tiny_config(root, **{name: 0.0})

@@ -97,9 +97,11 @@ def _opt(*names: str, **kw: Any):
      "rule (the brighter source weighs the intensity term, the sharper one the gradient term; train/prior.py) "
      "before meta-learning moves it [0: P starts from random weights, the paper]. 1.1-1.4 s a step at crop 96 "
      "on one core.")
-@_opt("--p-prior-temperature-v", type=float, help="Softness of the warm start's gradient rule: v_ir = "
-     "sigmoid((|grad ir| - |grad vis|) / T) [0.1]. A higher T keeps v nearer 0.5 where both sources have "
-     "little texture, so F is taught to blend there rather than pick one source's noise.")
+@_opt("--p-prior-temperature-w", type=float, help="Softness of the warm start's intensity rule: w_ir = "
+     "sigmoid((ir - vis) / T) on [0, 1] images [0.1]. A higher T keeps w nearer 0.5 where the sources' "
+     "intensities differ little, so F is taught to blend there rather than copy one source.")
+@_opt("--p-prior-temperature-v", type=float, help="The same for the gradient rule: v_ir = "
+     "sigmoid((|grad ir| - |grad vis|) / T) [0.1].")
 @_opt("--alpha1", type=float, help="Weight of L_f's gradient term.")
 @_opt("--alpha2", type=float, help="Weight of L_r's gradient term.")
 @click.option("--alpha1-ramp", is_flag=True, default=None, help="Quirk of the released schedule: alpha1 = epoch/L.")

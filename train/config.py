@@ -118,8 +118,9 @@ class TrainConfig:
     outer_accum: int = 2  # outer steps accumulated per update of P
     inner_lr: float | None = None  # look-ahead step of the inner update (None: the current lr_e)
     p_prior_steps: int = 0  # warm start: Adam steps fitting P to the max-intensity/max-gradient rule (train/prior.py)
-    # the warm start's gradient-weight temperature (train/prior.py PRIOR_TEMPERATURE_V): a higher one keeps v
-    # nearer 0.5 where the two sources' gradients are alike (weak texture, noise)
+    # the warm start's temperatures (train/prior.py PRIOR_TEMPERATURE_W/_V): a higher one keeps w (v) nearer
+    # 0.5 where the two sources' intensities (gradients) are alike
+    p_prior_temperature_w: float = 0.1
     p_prior_temperature_v: float = 0.1
     alpha1: float = 1.0  # weight of the gradient term of L_f
     alpha2: float = 1.0  # weight of the gradient term of L_r
@@ -167,8 +168,9 @@ class TrainConfig:
         for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "max_steps", "p_prior_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.p_prior_temperature_v <= 0:
-            raise ConfigError(f"p-prior-temperature-v must be positive, got {self.p_prior_temperature_v}")
+        for name in ("p_prior_temperature_w", "p_prior_temperature_v"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or any(v is not None and v <= 0 for v in (self.p_lr, self.inner_lr)):
             raise ConfigError("learning rates must be positive")
         if self.meta_grad not in ("jvp", "double_backward", "none"):

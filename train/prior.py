@@ -39,16 +39,18 @@ def selection_prior(x: Tensor, temperature_w: float = PRIOR_TEMPERATURE_W,
     return torch.cat([wa, 1 - wa], dim=1), torch.cat([va, 1 - va], dim=1)
 
 
-def prior_loss(proposal: nn.Module, x: Tensor, temperature_v: float = PRIOR_TEMPERATURE_V) -> Tensor:
+def prior_loss(proposal: nn.Module, x: Tensor, temperature_w: float = PRIOR_TEMPERATURE_W,
+               temperature_v: float = PRIOR_TEMPERATURE_V) -> Tensor:
     """Mean squared error of P's (w, v) against :func:`selection_prior` on sources x (0-d tensor)."""
     w, v = proposal(x)
     with torch.no_grad():
-        tw, tv = selection_prior(x, temperature_v=temperature_v)
+        tw, tv = selection_prior(x, temperature_w, temperature_v)
     return (w - tw).pow(2).mean() + (v - tv).pow(2).mean()
 
 
 def fit_proposal_to_prior(proposal: nn.Module, batches: Iterator[Tensor], steps: int, lr: float = PRIOR_LR,
                           on_step: Callable[[int, float], None] | None = None,
+                          temperature_w: float = PRIOR_TEMPERATURE_W,
                           temperature_v: float = PRIOR_TEMPERATURE_V) -> list[float]:
     """Adam steps of P on :func:`prior_loss`, one batch each; returns the loss of every step.
 
@@ -58,7 +60,7 @@ def fit_proposal_to_prior(proposal: nn.Module, batches: Iterator[Tensor], steps:
     opt = torch.optim.Adam(proposal.parameters(), lr=lr)
     losses: list[float] = []
     for i in range(steps):
-        loss = prior_loss(proposal, next(batches), temperature_v)
+        loss = prior_loss(proposal, next(batches), temperature_w, temperature_v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -293,7 +293,7 @@ class Trainer:
 
         self.proposal.train()
         losses = fit_proposal_to_prior(self.proposal, batches(), c.p_prior_steps, on_step=report,
-                                       temperature_v=c.p_prior_temperature_v)
+                                       temperature_w=c.p_prior_temperature_w, temperature_v=c.p_prior_temperature_v)
         self.prior_done = True
         if self.dist.world > 1:
             broadcast_parameters(self.proposal)  # every rank fitted its own crops: keep rank 0's P
