@@ -163,8 +163,8 @@ class TrainConfig:
             if size is not None and size > MAX_CROP:
                 raise ConfigError(
                     f"{name.replace('_', '-')} {size} is larger than {MAX_CROP}: a batch's memory grows with the crop's"
-                    " area (a meta step at crop 128, batch 4, peaks at 3694 MiB on the CPU, and a 1024 crop has 64 times"
-                    " that area). The paper trains on 128x128 crops")
+                    f" area (a meta step at crop 128, batch 4, peaks at 3694 MiB on the CPU, and a {MAX_CROP} crop has"
+                    f" {(MAX_CROP / 128) ** 2:.0f} times that area). The paper trains on 128x128 crops")
         for name in ("meta_steps", "fusion_steps", "val_pairs", "ckpt_every", "max_steps", "p_prior_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")

@@ -12,6 +12,7 @@ begins P where hand-made IVIF losses stand, then meta-learning moves it from the
 per-pixel max rules of max-intensity / max-gradient losses; the temperatures keep the targets
 soft where the sources are alike, so P does not start saturated. P is fitted with Adam on the
 squared error of its softmax outputs, on the same random crops the meta phase uses.
+``rftrain --p-prior-temperature-w/-v`` set T_w and T_v (default 0.1 each).
 """
 from __future__ import annotations
 
