@@ -6,13 +6,14 @@ from pathlib import Path
 import click
 
 from refusion.runtime.clitools import HELP_SETTINGS, friendly_errors, setup_logging
+from refusion.runtime.colour import STILL_NORMALISATIONS
 from refusion.runtime.errors import DataError
 from refusion.runtime.progress import TqdmProgress
 
 from .baselines import BASELINES
 from refusion.runtime.metrics import METRICS, canonical_metric
 from .paper_numbers import PAPER_NUMBERS, canonical_dataset, guess_dataset
-from .quality import STILL_NORMALISATIONS, TASKS, QualityConfig, evaluate
+from .quality import TASKS, QualityConfig, evaluate
 from .quality_report import check_outputs, report_to_markdown, write_report
 
 

@@ -26,7 +26,7 @@ def wv_panels(checkpoint: Path, data: Path, task: str, pairs: int = 3, max_side:
     from refusion.train.checkpoint import load_checkpoint
     from refusion.train.data import load_pairs
     from refusion.train.dataset import evenly_spaced
-    from refusion.train.fuse import normalise_output
+    from refusion.runtime.colour import normalise_output
     from refusion.train.panels import make_panel
     from refusion.train.trainer import networks_from_checkpoint
 

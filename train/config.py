@@ -81,6 +81,10 @@ def default_run_dir(task: str, resume: bool = False, root: str = RUNS_DIR) -> st
 #: Options whose "unset" (None) was written as 0 by older checkpoints.
 UNSET_WAS_ZERO = ("meta_crop", "p_lr", "inner_lr")
 MAX_CROP = 1024  # largest --crop/--meta-crop: memory grows with the crop's area
+#: Default temperatures of P's warm-start rule (train/prior.py): an intensity (Sobel-magnitude) difference of
+#: this size moves w (v) from 0.5 to sigmoid(1) = 0.73; a step edge of 0.1 has Sobel magnitude 0.4.
+PRIOR_TEMPERATURE_W = 0.1
+PRIOR_TEMPERATURE_V = 0.1
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,10 @@ class TrainConfig:
     outer_accum: int = 2  # outer steps accumulated per update of P
     inner_lr: float | None = None  # look-ahead step of the inner update (None: the current lr_e)
     p_prior_steps: int = 0  # warm start: Adam steps fitting P to the max-intensity/max-gradient rule (train/prior.py)
-    # the warm start's temperatures (train/prior.py PRIOR_TEMPERATURE_W/_V): a higher one keeps w (v) nearer
-    # 0.5 where the two sources' intensities (gradients) are alike
-    p_prior_temperature_w: float = 0.1
-    p_prior_temperature_v: float = 0.1
+    # the warm start's temperatures: a higher one keeps w (v) nearer 0.5 where the sources' intensities
+    # (gradients) are alike
+    p_prior_temperature_w: float = PRIOR_TEMPERATURE_W
+    p_prior_temperature_v: float = PRIOR_TEMPERATURE_V
     alpha1: float = 1.0  # weight of the gradient term of L_f
     alpha2: float = 1.0  # weight of the gradient term of L_r
     alpha1_ramp: bool = False  # quirk of the released schedule: alpha1 = (epoch+1)/L

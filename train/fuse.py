@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from refusion.runtime import colour
-from refusion.runtime.colour import STILL_NORMALISATIONS as NORMALISATIONS, normalise_output  # noqa: F401
+from refusion.runtime.colour import normalise_output
 
 from .networks import FusionNet
 

@@ -21,12 +21,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .config import PRIOR_TEMPERATURE_V, PRIOR_TEMPERATURE_W
 from .networks import sobel_magnitude
-
-#: Intensity difference (images in [0, 1]) that moves w from 0.5 to sigmoid(1) = 0.73.
-PRIOR_TEMPERATURE_W = 0.1
-#: Sobel-magnitude difference that moves v from 0.5 to 0.73 (a step edge of 0.1 has magnitude 0.4).
-PRIOR_TEMPERATURE_V = 0.1
 #: Adam step size of the warm start.
 PRIOR_LR = 1e-3
 

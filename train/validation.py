@@ -18,7 +18,9 @@ def validation_metrics(a: np.ndarray, b: np.ndarray, raw: np.ndarray) -> dict[st
     sources as Y in [0, 1], F's raw output min-max normalised and rounded to 8 bits as rfrun writes it."""
     from refusion.runtime.metrics import compute_metrics
 
-    from .fuse import normalise_output, to_uint8
+    from refusion.runtime.colour import normalise_output
+
+    from .fuse import to_uint8
 
     f = to_uint8(normalise_output(raw) * 255.0)
     a8, b8 = to_uint8(a * 255.0), to_uint8(b * 255.0)
