@@ -22,11 +22,17 @@ EDGES = (2.0, 6.0, 15.0)
 NAMES = ("flat", "low", "mid", "strong")
 
 
-def ssim_map(x: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def ssim_map(x: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, int]:
     ux, uf, vx, vf, vxf, p = ssim_local_moments(x, f)
     c1, c2 = 0.02 ** 2, 0.06 ** 2  # (k * data_range)^2 with data_range 2, as the SSIM metric
-    s = ((2 * ux * uf + c1) * (2 * vxf + c2)) / ((ux * ux + uf * uf + c1) * (vx + vf + c2))
-    return s, vx, p
+    return ((2 * ux * uf + c1) * (2 * vxf + c2)) / ((ux * ux + uf * uf + c1) * (vx + vf + c2)), p
+
+
+def structure_classes(ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Class (index into NAMES) of every pixel of the SSIM map, and the border crop both take."""
+    _, _, v_ir, v_vis, _, p = ssim_local_moments(ir, vis)  # the SSIM metric's own local variances
+    crop = (slice(p, -p), slice(p, -p))
+    return np.digitize(np.sqrt(np.maximum(np.maximum(v_ir, v_vis), 0))[crop], EDGES), crop
 
 
 def main(data: str, out: str, models: list[str]) -> None:
@@ -38,20 +44,14 @@ def main(data: str, out: str, models: list[str]) -> None:
         a, b = cv2.imread(str(pair.path_a)), cv2.imread(str(pair.path_b))
         src = {"ir": source_grey(a), "vis": source_grey(b)}
         fused = {m.label: m.fuse(a, b)[0] for m in methods}
-        maps = {(lab, r): ssim_map(x, f) for lab, f in fused.items() for r, x in src.items()}
-        p = maps[(methods[0].label, "ir")][2]
-        crop = (slice(p, -p), slice(p, -p))
-        std = np.sqrt(np.maximum(np.maximum(maps[(methods[0].label, "ir")][1],
-                                            maps[(methods[0].label, "vis")][1]), 0))[crop]
-        cls = np.digitize(std, EDGES)
+        cls, crop = structure_classes(src["ir"], src["vis"])
         for k, n in enumerate(NAMES):
             share[n].append(float((cls == k).mean()))
-        for (lab, r), (s, _, _) in maps.items():
-            s = s[crop]
+        for (lab, f), (r, x) in ((lf, rx) for lf in fused.items() for rx in src.items()):
+            s = ssim_map(x, f)[0][crop]
             for k, n in enumerate(NAMES):
-                sel = cls == k
                 # per image: sum of SSIM over the class / pixels of the image, so the classes add up to the mean
-                acc.setdefault(lab, {}).setdefault(r, {}).setdefault(n, []).append(float(s[sel].sum() / s.size))
+                acc.setdefault(lab, {}).setdefault(r, {}).setdefault(n, []).append(float(s[cls == k].sum() / s.size))
     table = {
         "pairs": len(pairs), "data": data, "std_edges": EDGES,
         "share": {n: float(np.mean(v)) for n, v in share.items()},
